@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set everything up first
+# (a .venv with pinned dependencies); a second run installs nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mbtrain-installed
+export DS_ACCELERATOR ?= cpu
+# DeepSpeed and streaming print a line per process on import; keep the console readable.
+export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning
+
+.PHONY: setup demo test test-fast lint format bench slurm-up slurm-down clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(PY) -m mbtrain.demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Everything that can run here: unit, distributed (gloo) and Slurm tests.
+test: setup lint slurm-up
+	. $${MBTRAIN_SLURM_DIR:-/tmp/mbtrain-slurm}/env.sh && $(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not slurm"
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+slurm-up:
+	bash cluster/slurm_up.sh
+
+slurm-down:
+	bash cluster/slurm_down.sh
+
+clean:
+	rm -rf runs/demo .pytest_cache .ruff_cache

@@ -1,0 +1,97 @@
+"""Export: consolidated weights as safetensors plus the model config, loadable without DeepSpeed.
+
+`<out>/model.safetensors` holds the plain model's state dict (no `model.` prefix, float32,
+full unsharded tensors); `<out>/model.json` holds the ModelConfig. `load_exported` needs
+only torch, safetensors and this package's model code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mbtrain.errors import CheckpointError
+
+PREFIX = "model."
+
+
+def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        k = k[len(PREFIX):] if k.startswith(PREFIX) else k
+        out[k] = v.detach().to("cpu", torch.float32).contiguous()
+    return out
+
+
+def write_export(state: dict[str, torch.Tensor], model_cfg: Any, out_dir: str | Path, extra: dict | None = None) -> Path:
+    """Write model.safetensors + model.json into out_dir (atomically, as one directory)."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    # Tied weights share storage; safetensors refuses shared tensors, so clone.
+    save_file({k: v.clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    meta = {"format": "mbtrain-export-1", "model": dataclasses.asdict(model_cfg), **(extra or {})}
+    (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+    if out_dir.exists():
+        import shutil
+
+        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    return out_dir
+
+
+def export_from_engine(engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = None) -> Path | None:
+    """Consolidate a live engine's weights on rank 0 and write them (all ranks must call)."""
+    if cfg.parallel.tensor > 1 or cfg.parallel.pipeline > 1:
+        from mbtrain.parallel.consolidate import consolidated_state_dict
+
+        state = consolidated_state_dict(engine, cfg, mpu)
+    elif cfg.parallel.zero_stage == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()
+    else:
+        state = engine.module.state_dict()
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    path = None
+    if rank == 0:
+        path = write_export(_strip(state), cfg.model, out_dir, {"step": getattr(engine, "global_steps", None)})
+    if dist.is_initialized():
+        dist.barrier()
+    return path
+
+
+def load_exported(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """Build the model of an export directory (or a run directory holding `export/`)."""
+    from safetensors.torch import load_file
+
+    from mbtrain.model import ModelConfig, build_model
+
+    path = Path(path)
+    if (path / "export" / "model.json").is_file():
+        path = path / "export"
+    meta_path = path / "model.json"
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path}: no exported model (expected model.json and model.safetensors)")
+    meta = json.loads(meta_path.read_text())
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in fields})
+    model = build_model(model_cfg)
+    state = load_file(str(path / "model.safetensors"), device="cpu")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not match the model config "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+    return model.to(device).eval()

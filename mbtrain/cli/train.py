@@ -1,0 +1,63 @@
+"""`mbtrain train RECIPE [key=value ...]`: train or resume a run, in one process or many."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a MegaByte model from a recipe",
+        description="Train a MegaByte model. Run it as one process, under torchrun, or under "
+        "srun (mbtrain submit); a run directory that holds checkpoints resumes from the latest.",
+    )
+    p.add_argument("recipe", help="recipe YAML (e.g. recipes/tiny_cpu.yaml or RUN_DIR/config.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, print the resolved config, layout and DeepSpeed config; train nothing",
+    )
+    p.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="with --dry-run: the number of processes to check the layout for",
+    )
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from mbtrain.config import check_layout, config_to_yaml, load_config
+
+    cfg = load_config(args.recipe, args.overrides)
+    if args.dry_run:
+        from mbtrain.model import count_parameters, flops_per_byte
+        from mbtrain.train.ds_config import build_deepspeed_config
+
+        world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
+        layout = check_layout(cfg, world)
+        print(config_to_yaml(cfg))
+        print(f"# layout: {layout}")
+        print(f"# parameters: {count_parameters(cfg.model):,}")
+        print(f"# training FLOPs per byte: {flops_per_byte(cfg.model, training=True):,.0f}")
+        ds = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, layout)
+        print("# deepspeed config:\n" + json.dumps(ds, indent=2))
+        return 0
+    from mbtrain.train.loop import train
+    from mbtrain.train.signals import REQUEUE_EXIT_CODE, RequeueExit
+
+    try:
+        result = train(cfg)
+    except RequeueExit:
+        return REQUEUE_EXIT_CODE
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[mbtrain] done: step {result.step}, run directory {result.run_dir}")
+        if result.val_bpb is not None:
+            print(f"[mbtrain] validation bits per byte: {result.val_bpb:.4f}")
+        if result.checkpoint:
+            print(f"[mbtrain] checkpoint: {result.checkpoint}")
+    return 0

@@ -1,0 +1,71 @@
+"""`mbtrain submit | status | cancel`: thin argument parsing over the cluster library.
+
+`add_parsers(subparsers)` registers the three commands on the main CLI's subparsers; each
+sets `func`, a function `func(args) -> int` returning the exit code, which the main CLI calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mbtrain.cluster.status import cancel, format_status, list_runs, run_status
+from mbtrain.cluster.submit import submit
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    # Imported here: the config package composes every component's config, which the
+    # status and cancel commands do not need.
+    from mbtrain.config import load_config, save_config
+
+    cfg = load_config(args.recipe, args.overrides)
+    run_dir = Path(cfg.run.dir).absolute()
+    if args.dry_run:
+        script = submit(run_dir, cfg.cluster, None, dry_run=True, job_name=cfg.run.name)
+        print(f"# dry run: would write {run_dir / 'config.yaml'} and submit:")
+        print(script)
+        return 0
+    save_config(cfg, run_dir / "config.yaml")
+    job_id = submit(run_dir, cfg.cluster, None, job_name=cfg.run.name)
+    print(f"submitted job {job_id} for run {cfg.run.name!r} in {run_dir}")
+    print(f"  mbtrain status {run_dir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    run_dirs = [Path(p) for p in args.run_dirs] or list_runs(args.root)
+    if not run_dirs:
+        print(f"no runs under {args.root}")
+        return 0
+    statuses = [run_status(d) for d in run_dirs]
+    if args.json:
+        print(json.dumps(statuses if len(statuses) > 1 else statuses[0], indent=2, default=str))
+    else:
+        print("\n\n".join(format_status(s) for s in statuses))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    ids = cancel(args.run_dir)
+    print(f"cancelled {', '.join(ids)}" if ids else "no running or pending job to cancel")
+    return 0
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    """Add `submit`, `status` and `cancel` to the main CLI's subparsers."""
+    p = subparsers.add_parser("submit", help="submit a training run to Slurm")
+    p.add_argument("recipe", metavar="RECIPE", help="recipe YAML")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the batch script only")
+    p.set_defaults(func=_cmd_submit)
+
+    p = subparsers.add_parser("status", help="show the state of runs (Slurm job + metrics)")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (default: recent runs)")
+    p.add_argument("--root", default="runs", help="where to look for runs without RUN_DIR [runs]")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_status)
+
+    p = subparsers.add_parser("cancel", help="cancel a run's Slurm jobs")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=_cmd_cancel)

@@ -1,0 +1,79 @@
+"""Join finished parts into one dataset: merged `index.json` per split, stats, completion.
+
+The merge never moves shards: streaming's `merge_index` rewrites each part's shard names as
+`part-.../shard...` in one index at the split root. It refuses to run until every part of the
+layout has its completion marker, and it writes `mbtrain.json` (with `complete: true`) as the
+very last file, so a dataset is either complete or visibly not.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from mbtrain.data import storage
+from mbtrain.data.prepare import SPLITS, PrepareResult, add_stats, empty_stats, part_name
+from mbtrain.errors import DataError
+
+FORMAT = "mbtrain.bytes/1"
+
+
+def merge(out: str) -> PrepareResult:
+    """Merge all parts of `out` (local or remote); DataError if any part is unfinished."""
+    from streaming.base.util import merge_index
+
+    layout = storage.read_json(storage.join(out, "layout.json"))
+    if layout is None:
+        raise DataError(f"{out}: no layout.json; this is not the output of `mbtrain prepare`")
+    total = int(layout["total_parts"])
+    names = [part_name(k, total) for k in range(total)]
+    stats = empty_stats()
+    missing = []
+    for k, name in enumerate(names):
+        part = storage.read_json(storage.join(out, "parts", name + ".json"))
+        if part is None:
+            missing.append(k)
+            continue
+        add_stats(stats, part)
+    if missing:
+        raise DataError(
+            f"{out}: parts {missing} of {total} are not finished; re-run prepare for them "
+            "(finished parts are skipped), then merge"
+        )
+    # merge_index warns about its temp folder and existing dirs on every call: noise to users.
+    quiet = [logging.getLogger(), logging.getLogger("streaming.base.storage.upload")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    try:
+        for sp in SPLITS:
+            merge_index([storage.join(out, sp, n, "index.json") for n in names], storage.join(out, sp))
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
+    fp = layout["fingerprint"]
+    stats.update(
+        {
+            "format": FORMAT,
+            "seq_len": fp["seq_len"],
+            "pack": fp["pack"],
+            "total_parts": total,
+            "inputs": fp["inputs"],
+        }
+    )
+    storage.write_json(storage.join(out, "stats.json"), stats)
+    dataset_id = uuid.uuid4().hex
+    for sp in SPLITS:
+        meta = {
+            "format": FORMAT,
+            "complete": True,
+            "split": sp,
+            "seq_len": fp["seq_len"],
+            "pack": fp["pack"],
+            "documents": stats["documents"][sp],
+            "bytes": stats["bytes"][sp],
+            "samples": stats["samples"][sp],
+            "dataset_id": dataset_id,
+        }
+        storage.write_json(storage.join(out, sp, "mbtrain.json"), meta)
+    return PrepareResult(out, stats, merged=True)

@@ -1,0 +1,440 @@
+"""Input discovery and readers: every input becomes a stream of `(doc_id, bytes)` documents.
+
+Why it looks like this:
+* Bad input never stops good input. Each reader reports a problem through `report(where,
+  reason)` (`where` names the file and line/row) and goes on with the next record or file; the
+  caller counts those as skipped. Only the `utf8_errors="fail"` policy raises.
+* Readers stream: JSON Lines line by line through gzip/zstd decompressors, Parquet by batch of
+  rows within row groups, Arrow IPC batch by batch. Raw files are read whole (a document is one
+  file and must fit in memory anyway).
+* Binary content is never decoded: raw files and binary columns are taken verbatim; only text
+  fields of JSON/Parquet/Arrow are encoded to UTF-8.
+* Document ids are stable across machines and runs: the file's path relative to the common root
+  of all inputs, plus `:<line>` (JSON Lines, 1-based) or `:<row>` (Parquet/Arrow, 0-based).
+  The validation split is drawn from these ids.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import gzip
+import json
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from mbtrain.errors import DataError
+
+Report = Callable[[str, str], None]
+
+_JSONL = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst", ".json.gz")
+_PARQUET = (".parquet", ".pq")
+_ARROW = (".arrow", ".arrows", ".feather", ".ipc")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file: where it is, which input spec found it, its stable id and format."""
+
+    path: str
+    spec: str
+    file_id: str
+    format: str
+    size: int
+
+
+def detect_format(path: str, forced: str = "auto") -> str:
+    """Format by suffix (`jsonl`, `parquet`, `arrow`), `raw` for anything else."""
+    if forced != "auto":
+        return forced
+    low = path.lower()
+    if low.endswith(_JSONL):
+        return "jsonl"
+    if low.endswith(_PARQUET):
+        return "parquet"
+    if low.endswith(_ARROW):
+        return "arrow"
+    return "raw"
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """Translate a glob relative to its root (`*`, `?`, `[..]`, `**/`) into a regex."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = pattern[i + 1 : j].replace("\\", "\\\\")
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def _walk(root: str, report: Report) -> Iterator[str]:
+    """Yield files under `root` recursively, following symlinks, reporting loops once each.
+
+    Own walker instead of os.walk/glob: those either ignore symlinked directories or recurse
+    through a symlink loop until the path is too long; here the chain of real paths of the
+    ancestors detects a loop at its first repetition.
+    """
+
+    def rec(d: str, ancestors: frozenset[str]) -> Iterator[str]:
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            report(d, f"unreadable directory ({e.strerror or e})")
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            p = os.path.join(d, e.name)
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError as err:
+                report(p, _os_reason(err))
+                continue
+            if is_dir:
+                real = os.path.realpath(p)
+                if real in ancestors:
+                    report(p, f"symlink loop (points back to {real})")
+                    continue
+                yield from rec(p, ancestors | {real})
+            else:
+                yield p
+
+    yield from rec(root, frozenset({os.path.realpath(root)}))
+
+
+def _os_reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "symlink loop"
+    if e.errno == errno.ENOENT:
+        return "broken symlink or vanished file"
+    if e.errno == errno.EACCES:
+        return "permission denied"
+    return f"unreadable ({e.strerror or e})"
+
+
+def _glob_root(spec: str) -> str:
+    """The longest leading directory of a glob without magic characters."""
+    parts = spec.split(os.sep)
+    root = []
+    for p in parts:
+        if glob.has_magic(p):
+            break
+        root.append(p)
+    return os.sep.join(root) or "."
+
+
+def expand_inputs(specs: list[str], forced_format: str, report: Report) -> list[SourceFile]:
+    """Resolve files, directories and globs into a sorted, de-duplicated list of sources.
+
+    Raises DataError for a spec that names nothing at all (a typo should fail fast).
+    """
+    found: list[tuple[str, str, str]] = []  # (path, spec, root)
+    for spec in specs:
+        spec_x = os.path.expanduser(spec)
+        if glob.has_magic(spec_x):
+            root = _glob_root(spec_x)
+            rx = _glob_regex(os.path.relpath(spec_x, root).replace(os.sep, "/"))
+            hits = [
+                p
+                for p in _walk(root, report)
+                if rx.match(os.path.relpath(p, root).replace(os.sep, "/"))
+            ]
+            if not hits:
+                raise DataError(f"input {spec!r}: the glob matches no file")
+            found += [(p, spec, root) for p in hits]
+        elif os.path.isdir(spec_x):
+            found += [(p, spec, spec_x) for p in _walk(spec_x, report)]
+        elif os.path.lexists(spec_x):
+            found.append((spec_x, spec, os.path.dirname(spec_x) or "."))
+        else:
+            raise DataError(f"input {spec!r}: no such file or directory")
+    if not found:
+        return []
+    common = os.path.commonpath([os.path.abspath(r) for _, _, r in found])
+    out, seen = [], set()
+    for path, spec, _ in found:
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            size = os.stat(path).st_size
+        except OSError as e:
+            report(path, _os_reason(e))
+            continue
+        fid = os.path.relpath(os.path.abspath(path), common).replace(os.sep, "/")
+        out.append(SourceFile(path, spec, fid, detect_format(path, forced_format), size))
+    out.sort(key=lambda s: s.file_id)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Text handling shared by the structured readers.
+
+
+class _Utf8:
+    """Applies the configured UTF-8 policy; counts replacements."""
+
+    def __init__(self, policy: str, report: Report):
+        self.policy, self.report, self.replaced = policy, report, 0
+
+    def encode(self, s: str, where: str) -> bytes | None:
+        try:
+            return s.encode("utf-8")
+        except UnicodeEncodeError as e:  # lone surrogates from "\ud800" escapes
+            return self._bad(where, e, lambda: s.encode("utf-8", errors="replace"))
+
+    def decode(self, b: bytes, where: str) -> str | None:
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return self._bad(where, e, lambda: b.decode("utf-8", errors="replace"))
+
+    def _bad(self, where, e, replace):
+        msg = f"invalid UTF-8 at byte {e.start} ({e.reason})"
+        if self.policy == "fail":
+            raise DataError(f"{where}: {msg}; set utf8_errors to skip or replace to continue")
+        if self.policy == "skip":
+            self.report(where, msg)
+            return None
+        self.replaced += 1
+        return replace()
+
+
+def _text_value(v, field: str, where: str, utf8: _Utf8, report: Report) -> bytes | None:
+    if v is None:
+        report(where, f"field {field!r} is null")
+        return None
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return utf8.encode(v, where)
+    report(where, f"field {field!r} is {type(v).__name__}, expected a string")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers.
+
+
+def _zstd_chunks(f, path: str) -> Iterator[bytes]:
+    """Decompress concatenated zstd frames; raise EOFError if the last frame is cut short.
+
+    zstandard's stream_reader returns a short read without error on a truncated frame, which
+    would silently drop data; a frame-by-frame decompressobj lets us check `eof`.
+    """
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    d = dctx.decompressobj()
+    fed = False
+    while True:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        while chunk:
+            out = d.decompress(chunk)
+            fed = True
+            if out:
+                yield out
+            if d.eof:
+                chunk = d.unused_data
+                d = dctx.decompressobj()
+                fed = False
+            else:
+                chunk = b""
+    if fed and not d.eof:
+        raise EOFError("zstd stream ended before the end of its last frame")
+
+
+def _lines_of(path: str) -> Iterator[bytes]:
+    low = path.lower()
+    if low.endswith(".gz"):
+        with gzip.open(path, "rb") as f:
+            yield from f
+    elif low.endswith(".zst"):
+        with open(path, "rb") as f:
+            rest = b""
+            for chunk in _zstd_chunks(f, path):
+                buf = rest + chunk
+                lines = buf.split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    yield line + b"\n"
+            if rest:
+                yield rest
+    else:
+        with open(path, "rb") as f:
+            yield from f
+
+
+def read_jsonl(src: SourceFile, field: str, utf8: _Utf8, report: Report) -> Iterator[tuple[str, bytes]]:
+    lineno = 0
+    try:
+        for line in _lines_of(src.path):
+            lineno += 1
+            where = f"{src.path}:{lineno}"
+            if not line.strip():
+                continue
+            text = utf8.decode(line, where)
+            if text is None:
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                report(where, f"invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(obj, dict):
+                report(where, f"JSON value is {type(obj).__name__}, expected an object")
+                continue
+            if field not in obj:
+                report(where, f"missing field {field!r} (keys: {sorted(obj)[:8]})")
+                continue
+            data = _text_value(obj[field], field, where, utf8, report)
+            if data is None:
+                continue
+            if not data:
+                report(where, f"empty field {field!r}")
+                continue
+            yield f"{src.file_id}:{lineno}", data
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        report(f"{src.path}:{lineno + 1}", f"truncated or corrupt compressed stream ({e})")
+    except Exception as e:
+        if type(e).__module__.startswith("zstd"):
+            report(f"{src.path}:{lineno + 1}", f"corrupt zstd stream ({e})")
+        else:
+            raise
+
+
+def _column_batches(src: SourceFile, field: str, report: Report):
+    """Yield arrow arrays of `field`, batch by batch, from Parquet or Arrow IPC."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if src.format == "parquet":
+        pf = pq.ParquetFile(src.path)
+        schema = pf.schema_arrow
+
+        def batches():
+            # Small batches: a row group of multi-megabyte documents must not be read at once.
+            for b in pf.iter_batches(batch_size=64, columns=[field]):
+                yield b.column(0)
+
+    else:
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(src.path))
+            schema = reader.schema
+
+            def batches():
+                for i in range(reader.num_record_batches):
+                    yield reader.get_batch(i).column(field)
+
+        except pa.ArrowInvalid:
+            reader = pa.ipc.open_stream(pa.memory_map(src.path))
+            schema = reader.schema
+
+            def batches():
+                for b in reader:
+                    yield b.column(field)
+
+    if field not in schema.names:
+        report(src.path, f"column {field!r} not found (columns: {schema.names[:8]})")
+        return None, None
+    t = schema.field(field).type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        kind = "text"
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        kind = "binary"
+    else:
+        report(src.path, f"column {field!r} has type {t}, expected string or binary")
+        return None, None
+    return kind, batches()
+
+
+def read_table(src: SourceFile, field: str, utf8: _Utf8, report: Report) -> Iterator[tuple[str, bytes]]:
+    import pyarrow as pa
+
+    row = 0
+    try:
+        kind, batches = _column_batches(src, field, report)
+        if batches is None:
+            return
+        for col in batches:
+            if kind == "text":
+                # Arrow strings are UTF-8 already: a zero-copy cast hands us the encoded bytes.
+                col = col.cast(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())
+            for v in col.to_pylist():
+                where = f"{src.path}:row {row}"
+                if v is None:
+                    report(where, f"field {field!r} is null")
+                elif not v:
+                    report(where, f"empty field {field!r}")
+                else:
+                    yield f"{src.file_id}:{row}", v
+                row += 1
+    except (pa.ArrowException, OSError) as e:
+        report(f"{src.path}:row {row}", f"unreadable {src.format} ({str(e).splitlines()[0]})")
+
+
+def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
+    try:
+        with open(src.path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        report(src.path, _os_reason(e))
+        return
+    if not data:
+        report(src.path, "empty file")
+        return
+    yield src.file_id, data
+
+
+def read_documents(
+    src: SourceFile, field: str, utf8: _Utf8, report: Report
+) -> Iterator[tuple[str, bytes]]:
+    """All documents of one source file, in file order."""
+    if src.format != "raw":
+        try:
+            with open(src.path, "rb") as f:
+                if not f.read(1):
+                    report(src.path, "empty file")
+                    return
+        except OSError as e:
+            report(src.path, _os_reason(e))
+            return
+    if src.format == "jsonl":
+        yield from read_jsonl(src, field, utf8, report)
+    elif src.format in ("parquet", "arrow"):
+        yield from read_table(src, field, utf8, report)
+    else:
+        yield from read_raw(src, report)
+
+
+def make_utf8(policy: str, report: Report) -> _Utf8:
+    """The UTF-8 policy object readers share (exposed for counting replacements)."""
+    return _Utf8(policy, report)

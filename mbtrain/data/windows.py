@@ -1,0 +1,74 @@
+"""Cut documents into samples of at most `seq_len` bytes, recording every piece.
+
+Each sample is a window of bytes plus, per document piece in it, `(doc_id, offset, length,
+doc_size)`. That is enough to (a) build attention/loss masks at document boundaries and (b)
+reconstruct every document exactly: concatenate its pieces in offset order.
+
+Two modes:
+* pack: the documents form one byte stream that is cut into full windows; a piece may end one
+  window and continue in the next. No padding except at the very end of a part.
+* pad: every document starts a new window; its last window is stored short and padded by the
+  loader (mask False). Wasteful for short documents, but no window mixes documents.
+
+Windows are stored unpadded (the loader pads), so pad mode costs no disk space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Sample = dict
+Sink = Callable[[Sample], None]
+
+
+def make_sample(data: bytes, pieces: list[tuple[str, int, int, int]]) -> Sample:
+    """The MDS row of one window (see `writer.COLUMNS`)."""
+    return {
+        "data": data,
+        "doc_ids": [p[0] for p in pieces],
+        "offsets": np.array([p[1] for p in pieces], dtype=np.int64),
+        "lengths": np.array([p[2] for p in pieces], dtype=np.int64),
+        "doc_sizes": np.array([p[3] for p in pieces], dtype=np.int64),
+    }
+
+
+class Windower:
+    """Accumulates documents and emits finished windows to `sink`."""
+
+    def __init__(self, seq_len: int, pack: bool, sink: Sink):
+        self.seq_len, self.pack, self.sink = seq_len, pack, sink
+        self.buf = bytearray()
+        self.pieces: list[tuple[str, int, int, int]] = []
+        self.samples = 0
+
+    def add(self, doc_id: str, data: bytes) -> None:
+        n, pos, view = len(data), 0, memoryview(data)
+        if not self.pack:
+            while pos < n:
+                take = min(self.seq_len, n - pos)
+                self._emit(bytes(view[pos : pos + take]), [(doc_id, pos, take, n)])
+                pos += take
+            return
+        while pos < n:
+            take = min(self.seq_len - len(self.buf), n - pos)
+            if not self.buf and take == self.seq_len:
+                # Full window straight from the document: no copy into the buffer.
+                self._emit(bytes(view[pos : pos + take]), [(doc_id, pos, take, n)])
+            else:
+                self.buf += view[pos : pos + take]
+                self.pieces.append((doc_id, pos, take, n))
+                if len(self.buf) == self.seq_len:
+                    self.flush()
+            pos += take
+
+    def flush(self) -> None:
+        """Emit the partial window, if any (end of a part)."""
+        if self.buf:
+            self._emit(bytes(self.buf), self.pieces)
+            self.buf, self.pieces = bytearray(), []
+
+    def _emit(self, data: bytes, pieces) -> None:
+        self.samples += 1
+        self.sink(make_sample(data, pieces))

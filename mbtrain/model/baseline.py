@@ -1,0 +1,97 @@
+"""The plain byte-level transformer baseline, built from the same blocks as MegaByte.
+
+It exists to measure what the patching buys (the paper's comparisons), so it shares norms,
+attention, MLP, positions and init with MegaByte. Position t's input is the embedding of
+byte t-1; position 0 gets a learned start vector instead of a reserved byte value, so
+`logits[:, t]` predicts `x[:, t]` exactly as MegaByte's do.
+
+It offers the same decomposition as MegaByte (`embed_global`, `global_model.blocks`,
+`local_head`, `local_logits`) so pipeline code treats both alike; here the "global" stack
+is the whole transformer and the "local head" is the final norm plus the output head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mbtrain.model.config import ModelConfig
+from mbtrain.model.layers import KVCache, TransformerStack, init_weights, trunc_normal_
+from mbtrain.model.loss import chunked_cross_entropy
+from mbtrain.model.megabyte import N_BYTES
+
+
+class ByteTransformer(nn.Module):
+    """Decoder-only transformer over bytes; `forward(x)` returns next-byte logits (B, T, 256)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(N_BYTES, cfg.dim)
+        self.pos = nn.Embedding(cfg.seq_len, cfg.dim) if cfg.pos == "learned" else None
+        self.start = nn.Parameter(torch.empty(cfg.dim))
+        self.global_model = TransformerStack(cfg, cfg.dim, cfg.layers, cfg.heads)
+        self.head = nn.Linear(cfg.dim, N_BYTES, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        init_weights(self, cfg.init_std)
+        trunc_normal_(self.start, cfg.init_std)
+        if cfg.tie_local_embedding:
+            self.head.weight = self.embed.weight
+
+    def _check(self, x: Tensor, offset: int = 0) -> None:
+        if x.dim() != 2:
+            raise ValueError(f"expected byte ids of shape [B, T], got {tuple(x.shape)}")
+        if self.pos is not None and offset + x.shape[1] > self.cfg.seq_len:
+            raise ValueError(
+                f"sequence of {offset + x.shape[1]} bytes is longer than model.seq_len "
+                f"({self.cfg.seq_len}) of learned positions"
+            )
+
+    def embed_inputs(self, prev: Tensor | None, batch: int, offset: int, length: int) -> Tensor:
+        """Inputs for positions offset..offset+length-1; `prev` holds the bytes before them.
+
+        prev (B, length) are bytes offset-1..offset+length-2, or (B, length-1) when offset
+        is 0 (position 0 takes the start vector).
+        """
+        parts = []
+        if offset == 0:
+            parts.append(self.start.expand(batch, 1, -1))
+        if prev is not None and prev.shape[1] > 0:
+            parts.append(self.embed(prev))
+        h = torch.cat(parts, dim=1)  # (B, length, D)
+        if self.pos is not None:
+            h = h + self.pos(torch.arange(offset, offset + length, device=h.device))
+        return h
+
+    def embed_global(self, x: Tensor) -> Tensor:
+        """Transformer input (B, T, D): start vector, then bytes 0..T-2, plus positions."""
+        self._check(x)
+        b, t = x.shape
+        return self.dropout(self.embed_inputs(x[:, : t - 1], b, 0, t))
+
+    def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
+        """Next-byte logits (B, T, 256) from the blocks' output."""
+        return self.head(self.global_model.norm(h_global))
+
+    def local_head(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean cross-entropy (nats) from the blocks' output, chunked over positions."""
+        return chunked_cross_entropy(
+            h_global, x, mask, self.global_model.norm, self.head, self.cfg.loss_chunk_size
+        )
+
+    def run_global(self, x: Tensor) -> Tensor:
+        h = self.embed_global(x)
+        for block in self.global_model.blocks:
+            h = block(h)
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t]."""
+        return self.local_logits(self.run_global(x), x)
+
+    def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
+        return self.local_head(self.run_global(x), x, mask)
+
+    def new_global_caches(self) -> list[KVCache]:
+        return self.global_model.new_caches()

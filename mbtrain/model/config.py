@@ -1,0 +1,175 @@
+"""The model's typed config.
+
+One dataclass for both architectures (`arch: megabyte | transformer`), because the
+two share their blocks and most knobs (norm, activation, positions, dropout, init) and a
+run compares them side by side. The MegaByte sizes are `global_*` / `local_*`; the plain
+byte-level baseline uses `dim` / `layers` / `heads` and ignores the MegaByte-only fields
+(and MegaByte ignores the baseline's), so one config file can switch `arch` alone.
+
+Defaults are the paper's text setting (Yu et al., 2023, Table 2/14): P = 8, a global
+model of 14 layers at width 2048 (so D_G = 2048 / 8 = 256 per byte), a local model of 18
+layers at width 1024, T = 8192, pre-norm, dropout 0.1 and truncated-normal init with
+std 0.006.
+
+`validate()` returns every problem at once (the lead's config layer joins them into one
+`ConfigError`), with messages of the form
+`"model.patch_size: must divide model.seq_len (8192), got 7"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ARCHS = ("megabyte", "transformer")
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "swiglu")
+POSITIONS = ("learned", "rope")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and choices of a MegaByte model or of the byte-level baseline."""
+
+    arch: str = "megabyte"
+    """Architecture: "megabyte" (global + local model) or "transformer" (byte-level baseline)."""
+    seq_len: int = 8192
+    """Training sequence length T in bytes; the longest input for `pos: learned`."""
+    patch_size: int = 8
+    """Patch size P in bytes (MegaByte only); must divide seq_len."""
+    global_dim: int = 256
+    """D_G: global embedding size per byte; the global model's width is patch_size * global_dim."""
+    global_layers: int = 14
+    """Number of transformer blocks of the global model."""
+    global_heads: int = 16
+    """Attention heads of the global model; must divide patch_size * global_dim."""
+    local_dim: int = 1024
+    """D_L: width of the local model."""
+    local_layers: int = 18
+    """Number of transformer blocks of the local model."""
+    local_heads: int = 16
+    """Attention heads of the local model; must divide local_dim."""
+    dim: int = 1024
+    """Width of the byte-level baseline (arch: transformer only)."""
+    layers: int = 24
+    """Number of blocks of the byte-level baseline (arch: transformer only)."""
+    heads: int = 16
+    """Attention heads of the byte-level baseline; must divide dim (arch: transformer only)."""
+    mlp_ratio: float = 4.0
+    """MLP hidden size = int(mlp_ratio * width), for gelu and swiglu alike (swiglu: 1.5x the MLP params)."""
+    norm: str = "layernorm"
+    """Normalisation: "layernorm" (paper) or "rmsnorm"."""
+    norm_eps: float = 1e-5
+    """Epsilon of the norms."""
+    activation: str = "gelu"
+    """MLP activation: "gelu" (paper) or "swiglu" (adds a gate_proj)."""
+    pos: str = "learned"
+    """Positions: "learned" absolute per byte (paper) or "rope" (patch index globally, byte-in-patch locally)."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency (pos: rope only)."""
+    dropout: float = 0.1
+    """Dropout on embeddings, residual branches and attention weights during training."""
+    tie_local_embedding: bool = False
+    """Share the local byte embedding with the output head (baseline: its embedding with its head)."""
+    init_std: float = 0.006
+    """Std of the truncated-normal init (cut at +-3 std) of every weight matrix and embedding."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward (torch.utils.checkpoint, use_reentrant=False)."""
+    loss_chunk_size: int = 4096
+    """Positions per chunk of head + cross-entropy in `loss`, so [B, T, 256] logits never exist at once."""
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> ModelConfig:
+        """A model of a few thousand parameters for CPU tests (T=64, P=4, no dropout)."""
+        base = cls(
+            seq_len=64,
+            patch_size=4,
+            global_dim=16,
+            global_layers=2,
+            global_heads=4,
+            local_dim=32,
+            local_layers=2,
+            local_heads=4,
+            dim=32,
+            layers=2,
+            heads=4,
+            dropout=0.0,
+            init_std=0.02,
+            loss_chunk_size=64,
+        )
+        return replace(base, **overrides)
+
+    @property
+    def global_width(self) -> int:
+        """Width of the global model: patch_size * global_dim."""
+        return self.patch_size * self.global_dim
+
+    def validate(self) -> list[str]:
+        """Return every problem of this config as a message; empty when it is valid."""
+        errs: list[str] = []
+
+        def choice(name: str, choices: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in choices:
+                errs.append(f"model.{name}: must be one of {', '.join(choices)}, got {value!r}")
+
+        def positive(name: str) -> bool:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                errs.append(f"model.{name}: must be a positive integer, got {value!r}")
+                return False
+            return True
+
+        def heads(head_name: str, width: int, width_desc: str) -> None:
+            h = getattr(self, head_name)
+            if width % h:
+                errs.append(f"model.{head_name}: must divide {width_desc} ({width}), got {h}")
+            elif self.pos == "rope" and (width // h) % 2:
+                errs.append(
+                    f"model.{head_name}: head dim {width_desc} / {head_name} = {width // h} "
+                    "must be even for pos: rope"
+                )
+
+        choice("arch", ARCHS)
+        choice("norm", NORMS)
+        choice("activation", ACTIVATIONS)
+        choice("pos", POSITIONS)
+        positive("seq_len")
+        positive("loss_chunk_size")
+        if not 0.0 <= self.dropout < 1.0:
+            errs.append(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        if self.mlp_ratio <= 0:
+            errs.append(f"model.mlp_ratio: must be > 0, got {self.mlp_ratio}")
+        if self.init_std <= 0:
+            errs.append(f"model.init_std: must be > 0, got {self.init_std}")
+        if self.norm_eps <= 0:
+            errs.append(f"model.norm_eps: must be > 0, got {self.norm_eps}")
+        if self.rope_theta <= 0:
+            errs.append(f"model.rope_theta: must be > 0, got {self.rope_theta}")
+
+        if self.arch == "megabyte":
+            ok = [positive(n) for n in ("patch_size", "global_dim", "local_dim")]
+            ok += [positive(n) for n in ("global_layers", "global_heads", "local_layers")]
+            ok += [positive("local_heads")]
+            if all(ok):
+                if isinstance(self.seq_len, int) and self.seq_len > 0:
+                    if self.seq_len % self.patch_size:
+                        errs.append(
+                            f"model.patch_size: must divide model.seq_len ({self.seq_len}), "
+                            f"got {self.patch_size}"
+                        )
+                heads(
+                    "global_heads",
+                    self.global_width,
+                    "model.patch_size * model.global_dim",
+                )
+                heads("local_heads", self.local_dim, "model.local_dim")
+        elif self.arch == "transformer":
+            if all([positive(n) for n in ("dim", "layers", "heads")]):
+                heads("heads", self.dim, "model.dim")
+        return errs
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Names of all fields, for strict config loading."""
+        return [f.name for f in fields(cls)]

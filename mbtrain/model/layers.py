@@ -1,0 +1,220 @@
+"""Transformer building blocks shared by MegaByte's global and local models and the baseline.
+
+Why the structure is what it is:
+
+* Attention keeps separate `q_proj`, `k_proj`, `v_proj`, `out_proj` linears and computes its
+  head count at run time as `q_proj.out_features // head_dim`, so tensor parallelism
+  (applied from outside, in `mbtrain.parallel`) can swap in column/row-sharded linears that
+  hold fewer heads without touching this file.
+* RoPE is applied inside attention from positions computed from the sequence length (plus
+  the KV-cache length when decoding), so a pipeline stage can call `block(h)` with nothing
+  but the hidden states.
+* Activation checkpointing lives in `Block.forward` (flag `block.checkpoint`), so it applies
+  whether the model or a pipeline stage calls the block.
+* A `KVCache` per layer makes decoding one position at a time cost O(context) per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from mbtrain.model.config import ModelConfig
+
+
+def build_norm(cfg: ModelConfig, dim: int) -> nn.Module:
+    """LayerNorm (paper) or RMSNorm, per `cfg.norm`."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(dim, eps=cfg.norm_eps)
+
+
+def norm_params(cfg: ModelConfig, dim: int) -> int:
+    """Parameters of one norm of width `dim` (LayerNorm has a bias, RMSNorm has not)."""
+    return dim if cfg.norm == "rmsnorm" else 2 * dim
+
+
+def mlp_hidden(cfg: ModelConfig, dim: int) -> int:
+    """MLP hidden width for a block of width `dim`."""
+    return int(cfg.mlp_ratio * dim)
+
+
+def rope_cos_sin(
+    positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """cos and sin tables (L, head_dim/2) for the given integer positions."""
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (L, hd/2)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (x[2i], x[2i+1]) of x (B, H, L, hd) by the position angles."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (B, H, L, hd/2)
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class KVCache:
+    """Keys and values (B, H, L, hd) of one attention layer seen so far."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new positions and return all keys and values."""
+        if self.k is None:
+            self.k, self.v = k, v
+        else:
+            self.k = torch.cat([self.k, k], dim=2)
+            self.v = torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention through `F.scaled_dot_product_attention`."""
+
+    def __init__(self, cfg: ModelConfig, dim: int, n_heads: int) -> None:
+        super().__init__()
+        self.head_dim = dim // n_heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.use_rope = cfg.pos == "rope"
+        self.rope_theta = cfg.rope_theta
+        self.dropout = cfg.dropout
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        b, length, _ = x.shape
+        # Head counts from the (possibly sharded) linears, not from the config.
+        n_q = self.q_proj.out_features // self.head_dim
+        n_kv = self.k_proj.out_features // self.head_dim
+        q = self.q_proj(x).view(b, length, n_q, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
+        k = self.k_proj(x).view(b, length, n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, length, n_kv, self.head_dim).transpose(1, 2)
+        past = 0 if cache is None else cache.length
+        if self.use_rope:
+            positions = torch.arange(past, past + length, device=x.device)
+            cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        dropout_p = self.dropout if self.training else 0.0
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        elif length == 1:
+            # One new query sees the whole cache: no mask needed.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+        else:
+            # is_causal aligns the mask top-left; with a cache the queries sit bottom-right.
+            total = past + length
+            mask = torch.ones(length, total, dtype=torch.bool, device=x.device).tril(past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(b, length, n_q * self.head_dim)  # (B, L, D)
+        return self.out_proj(y)
+
+
+class MLP(nn.Module):
+    """GELU MLP (paper) or SwiGLU, with `up_proj` (+ `gate_proj`) and `down_proj`."""
+
+    def __init__(self, cfg: ModelConfig, dim: int) -> None:
+        super().__init__()
+        hidden = mlp_hidden(cfg, dim)
+        self.swiglu = cfg.activation == "swiglu"
+        if self.swiglu:
+            self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.swiglu:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: h + attn(norm(h)), then h + mlp(norm(h))."""
+
+    def __init__(self, cfg: ModelConfig, dim: int, n_heads: int) -> None:
+        super().__init__()
+        self.attn_norm = build_norm(cfg, dim)
+        self.attn = Attention(cfg, dim, n_heads)
+        self.mlp_norm = build_norm(cfg, dim)
+        self.mlp = MLP(cfg, dim)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.checkpoint = cfg.activation_checkpointing
+
+    def _forward(self, h: Tensor, cache: KVCache | None = None) -> Tensor:
+        h = h + self.resid_dropout(self.attn(self.attn_norm(h), cache))
+        return h + self.resid_dropout(self.mlp(self.mlp_norm(h)))
+
+    def forward(self, h: Tensor, cache: KVCache | None = None) -> Tensor:
+        if self.checkpoint and cache is None and torch.is_grad_enabled():
+            return checkpoint(self._forward, h, use_reentrant=False)
+        return self._forward(h, cache)
+
+
+class TransformerStack(nn.Module):
+    """A causal stack of blocks (`blocks`, an nn.ModuleList) and its final norm (`norm`)."""
+
+    def __init__(self, cfg: ModelConfig, dim: int, n_layers: int, n_heads: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(cfg, dim, n_heads) for _ in range(n_layers))
+        self.norm = build_norm(cfg, dim)
+
+    def forward(self, h: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+        """Apply all blocks; the final norm is left to the caller (pipeline stages split here)."""
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if caches is None else caches[i])
+        return h
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]
+
+
+def trunc_normal_(p: Tensor, std: float) -> None:
+    """Truncated normal init cut at +-3 std (the paper's init, std 0.006)."""
+    nn.init.trunc_normal_(p, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """Truncated normal on every linear and embedding weight; norms keep weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            trunc_normal_(m.weight, std)
+
+
+def shift_right(x: Tensor, first: Tensor) -> Tensor:
+    """Drop the last position of x (..., L, D) and put `first` (D) in front."""
+    pad = first.expand(*x.shape[:-2], 1, x.shape[-1])
+    return torch.cat([pad, x[..., :-1, :]], dim=-2)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = [
+    "MLP",
+    "Attention",
+    "Block",
+    "KVCache",
+    "TransformerStack",
+    "build_norm",
+    "ceil_div",
+    "init_weights",
+    "mlp_hidden",
+    "norm_params",
+    "shift_right",
+    "trunc_normal_",
+]

@@ -1,0 +1,155 @@
+"""MEGABYTE (Yu et al., 2023): a global transformer over patches and a local one within them.
+
+Shapes: B sequences of T bytes, patch size P, K = ceil(T / P) patches, global width P*D_G,
+local width D_L.
+
+1. Each byte gets a global embedding (D_G) plus, for `pos: learned`, a per-byte position
+   embedding; the P embeddings of a patch are concatenated into one vector (P*D_G).
+2. A learned pad patch is prepended and the last patch dropped, so global output k depends
+   only on bytes of patches < k.
+3. The global model is a causal transformer over the K patch positions.
+4. Global output k is split into P slices of D_G, each projected to D_L by one shared linear
+   map (`global_to_local`).
+5. Local input = that projection + the local embedding of the previous byte in the patch
+   (a learned local pad at position 0 of every patch).
+6. The local model is a small causal transformer over the P positions of each patch; the
+   K patches run as one batch of B*K sequences.
+7. A linear head over 256 byte values.
+
+Lengths that are not a multiple of P (prompts, document tails) are padded internally with
+zero vectors *after* embedding, never with a byte value: all 256 values are data. Padded
+positions sit after every real byte, so causality keeps them from touching real outputs,
+and they are cut off before the head.
+
+For pipeline parallelism the forward pass decomposes into `embed_global(x)`, the blocks of
+`global_model.blocks` called as `block(h)`, and `local_head(h, x, mask)` (loss) or
+`local_logits(h, x)`; `ByteTransformer` has the same methods.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mbtrain.model.config import ModelConfig
+from mbtrain.model.layers import (
+    KVCache,
+    TransformerStack,
+    ceil_div,
+    init_weights,
+    shift_right,
+    trunc_normal_,
+)
+from mbtrain.model.loss import chunked_cross_entropy
+
+N_BYTES = 256
+
+
+class MegaByte(nn.Module):
+    """MEGABYTE byte-level language model; `forward(x)` returns next-byte logits (B, T, 256)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        p, d_g, d_l = cfg.patch_size, cfg.global_dim, cfg.local_dim
+        self.patch_size = p
+        self.global_embed = nn.Embedding(N_BYTES, d_g)
+        self.global_pos = nn.Embedding(cfg.seq_len, d_g) if cfg.pos == "learned" else None
+        self.global_pad = nn.Parameter(torch.empty(p * d_g))
+        self.global_model = TransformerStack(cfg, p * d_g, cfg.global_layers, cfg.global_heads)
+        self.global_to_local = nn.Linear(d_g, d_l, bias=False)
+        self.local_embed = nn.Embedding(N_BYTES, d_l)
+        self.local_pad = nn.Parameter(torch.empty(d_l))
+        self.local_model = TransformerStack(cfg, d_l, cfg.local_layers, cfg.local_heads)
+        self.head = nn.Linear(d_l, N_BYTES, bias=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        init_weights(self, cfg.init_std)
+        trunc_normal_(self.global_pad, cfg.init_std)
+        trunc_normal_(self.local_pad, cfg.init_std)
+        if cfg.tie_local_embedding:
+            self.head.weight = self.local_embed.weight
+
+    # -- global side -------------------------------------------------------------------------
+
+    def _check(self, x: Tensor, offset: int = 0) -> None:
+        if x.dim() != 2:
+            raise ValueError(f"expected byte ids of shape [B, T], got {tuple(x.shape)}")
+        if self.global_pos is not None and offset + x.shape[1] > self.cfg.seq_len:
+            raise ValueError(
+                f"sequence of {offset + x.shape[1]} bytes is longer than model.seq_len "
+                f"({self.cfg.seq_len}) of learned positions"
+            )
+
+    def embed_patches(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Patch embeddings (B, ceil(T/P), P*D_G) of bytes x (B, T) starting at byte `offset`."""
+        b, t = x.shape
+        e = self.global_embed(x)  # (B, T, D_G)
+        if self.global_pos is not None:
+            e = e + self.global_pos(torch.arange(offset, offset + t, device=x.device))
+        k = ceil_div(t, self.patch_size)
+        e = F.pad(e, (0, 0, 0, k * self.patch_size - t))  # zero vectors, not a byte value
+        return e.reshape(b, k, self.patch_size * e.shape[-1])  # (B, K, P*D_G)
+
+    def embed_global(self, x: Tensor) -> Tensor:
+        """Global model input (B, K, P*D_G): pad patch, then patches 0..K-2 of x."""
+        self._check(x)
+        return self.dropout(shift_right(self.embed_patches(x), self.global_pad))
+
+    # -- local side --------------------------------------------------------------------------
+
+    def global_to_local_slices(self, h_global: Tensor) -> Tensor:
+        """Final global norm, split into P slices of D_G, shared projection: (B, K, P, D_L)."""
+        b, k, _ = h_global.shape
+        h = self.global_model.norm(h_global).reshape(b, k, self.patch_size, -1)  # (B, K, P, D_G)
+        return self.global_to_local(h)
+
+    def local_inputs(self, h_global: Tensor, x: Tensor) -> Tensor:
+        """Local model input (B*K, P, D_L): projected global slice + previous byte's embedding."""
+        b, t = x.shape
+        g = self.global_to_local_slices(h_global)  # (B, K, P, D_L)
+        k = g.shape[1]
+        e = F.pad(self.local_embed(x), (0, 0, 0, k * self.patch_size - t))  # (B, K*P, D_L)
+        e = shift_right(e.reshape(b, k, self.patch_size, -1), self.local_pad)  # (B, K, P, D_L)
+        return self.dropout(g + e).reshape(b * k, self.patch_size, -1)
+
+    def local_hidden(self, h_global: Tensor, x: Tensor) -> Tensor:
+        """Local model output before its final norm, (B, T, D_L)."""
+        b, t = x.shape
+        h = self.local_model(self.local_inputs(h_global, x))  # (B*K, P, D_L)
+        return h.reshape(b, -1, h.shape[-1])[:, :t]
+
+    def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
+        """Next-byte logits (B, T, 256) from the global blocks' output."""
+        return self.head(self.local_model.norm(self.local_hidden(h_global, x)))
+
+    def local_head(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean cross-entropy (nats) from the global blocks' output, chunked over positions."""
+        hidden = self.local_hidden(h_global, x)
+        return chunked_cross_entropy(
+            hidden, x, mask, self.local_model.norm, self.head, self.cfg.loss_chunk_size
+        )
+
+    # -- whole model -------------------------------------------------------------------------
+
+    def run_global(self, x: Tensor) -> Tensor:
+        h = self.embed_global(x)
+        for block in self.global_model.blocks:
+            h = block(h)
+        return h
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t]."""
+        return self.local_logits(self.run_global(x), x)
+
+    def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
+        return self.local_head(self.run_global(x), x, mask)
+
+    # -- incremental decoding (used by mbtrain.model.generate) --------------------------------
+
+    def new_global_caches(self) -> list[KVCache]:
+        return self.global_model.new_caches()
+
+    def new_local_caches(self) -> list[KVCache]:
+        return self.local_model.new_caches()

@@ -1,0 +1,47 @@
+"""The DeepSpeed config, generated from the typed config.
+
+There is no hand-written DeepSpeed JSON: batch sizes, clipping, precision and ZeRO stage
+exist once, in the typed config, and this function is the only translation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mbtrain.config.validate import Layout
+from mbtrain.parallel.config import ParallelConfig
+from mbtrain.train.config import OptimConfig, TrainConfig
+
+
+def build_deepspeed_config(
+    train: TrainConfig, optim: OptimConfig, parallel: ParallelConfig, layout: Layout
+) -> dict[str, Any]:
+    """DeepSpeed config dict for `deepspeed.initialize(config=...)`."""
+    bf16 = train.precision == "bf16"
+    zero: dict[str, Any] = {"stage": parallel.zero_stage}
+    if parallel.zero_stage == 3:
+        # Whole weights on save so that export never needs the optimizer shards.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    cfg: dict[str, Any] = {
+        "train_batch_size": layout.global_batch_size,
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "gradient_clipping": optim.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "fp16": {"enabled": False},
+        # The training loop logs by itself (metrics.jsonl); DeepSpeed's prints would interleave.
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+        # Our AdamW (with decoupled decay groups) is a torch optimizer DeepSpeed wraps.
+        "zero_allow_untested_optimizer": True,
+        # Universal checkpoints (changing the parallel layout on resume) need this info saved.
+        "checkpoint": {"load_universal": False},
+    }
+    if bf16 and (parallel.pipeline > 1 or parallel.zero_stage >= 1):
+        # bf16 gradients accumulated in bf16 lose small updates; DeepSpeed's pipeline requires
+        # fp32 accumulation, and it is the better default with ZeRO-1+ (refused at ZeRO-0).
+        cfg["data_types"] = {"grad_accum_dtype": "fp32"}
+    if parallel.pipeline > 1:
+        cfg["pipeline"] = {"activation_checkpoint_interval": 0}
+    return cfg

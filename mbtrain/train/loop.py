@@ -1,0 +1,458 @@
+"""The training loop: one code path for 1 CPU process and for many GPU nodes.
+
+Order of start-up, and why:
+1. process group (the launcher's environment; the device decides DeepSpeed's accelerator),
+2. layout check (fails before any memory is used),
+3. seed, then build the model (same seed on every rank: identical initial weights, so a
+   TP/ZeRO run starts from exactly the model a single process would build),
+4. DeepSpeed engine (ZeRO, precision, clipping, accumulation from the generated config),
+5. data loaders (rank mapping from the layout), then resume (weights, optimizer, scheduler,
+   data position, RNG), then monitoring (metrics.jsonl truncated to the resumed step, wandb).
+DeepSpeed owns gradient accumulation: every micro-batch goes through `engine.backward` and
+`engine.step`, and the update happens at the accumulation boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mbtrain.config import RunConfig, check_layout, config_to_dict, save_config
+from mbtrain.errors import CheckpointError, ConfigError, MbtrainError
+from mbtrain.parallel.distributed import DistEnv, init_distributed
+from mbtrain.train.signals import RequeueExit, StopRequest
+
+LN2 = math.log(2)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float | None
+    val_bpb: float | None
+    run_dir: Path
+    checkpoint: Path | None
+
+
+def peak_memory_bytes(device: str) -> int:
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class Trainer:
+    """Owns the engine, the loaders and the run directory of one training run."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.env: DistEnv = init_distributed(cfg.train.device, cfg.parallel.backend)
+        self.layout = check_layout(cfg, self.env.world_size)
+        self.rank = self.env.rank
+        self.run_dir = Path(cfg.run.dir)
+        self.stop = StopRequest().install()
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> None:
+        from mbtrain.checkpoint.manager import CheckpointManager
+
+        cfg = self.cfg
+        if self.rank == 0:
+            (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        self._build_engine()
+        self._build_loaders()
+        self.ckpt = CheckpointManager(
+            self.run_dir / "checkpoints", cfg.checkpoint.keep, self.rank, self.env.world_size
+        )
+        from mbtrain.train.state import TrainState
+
+        self.state = TrainState()
+        self._resume()
+        self._start_monitoring()
+
+    def _build_engine(self) -> None:
+        import deepspeed
+
+        from mbtrain.model import build_model
+        from mbtrain.parallel import apply_parallelism
+        from mbtrain.train.ds_config import build_deepspeed_config
+        from mbtrain.train.module import LossModule
+        from mbtrain.train.optim import build_optimizer, build_scheduler
+        from mbtrain.train.rng import seed_everything
+
+        cfg = self.cfg
+        seed_everything(cfg.train.seed)
+        model = build_model(cfg.model)
+        self.model_cfg = cfg.model
+        module, self.mpu = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
+        self.optimizer = build_optimizer(module, cfg.optim)
+        scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
+        self.ds_config = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, self.layout)
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=module,
+            optimizer=self.optimizer,
+            lr_scheduler=scheduler,
+            config=self.ds_config,
+            mpu=self.mpu,
+            dist_init_required=False,
+        )
+        self.device = self.engine.device
+        # Data-parallel coordinates: all ranks of one tensor/pipeline group share a batch.
+        if self.mpu is not None:
+            self.dp_rank = self.mpu.get_data_parallel_rank()
+        else:
+            self.dp_rank = self.rank
+        self.dp_size = self.layout.data
+        # Different dropout per data-parallel rank would be fine, but identical streams keep
+        # runs reproducible across layouts; sharded regions get their own (parallel package).
+        seed_everything(cfg.train.seed + 1)
+
+    def _build_loaders(self) -> None:
+        from mbtrain.data import build_loader
+
+        cfg = self.cfg
+        kw = dict(
+            seq_len=cfg.model.seq_len,
+            micro_batch_size=cfg.train.micro_batch_size,
+            dp_rank=self.dp_rank,
+            dp_size=self.dp_size,
+            seed=cfg.train.seed,
+        )
+        self.train_loader = build_loader(cfg.data, "train", **kw)
+        self.val_loader = build_loader(cfg.data, "val", **kw) if cfg.data.val else None
+        self._train_iter = None
+
+    def _resume(self) -> None:
+        from mbtrain.checkpoint.layout import resolve_checkpoint
+        from mbtrain.train.rng import load_rng_state
+        from mbtrain.train.state import TrainState
+
+        how = self.cfg.checkpoint.resume
+        root, tag = self.ckpt.root, None
+        if how == "auto":
+            tag = self.ckpt.latest()
+        elif how == "none":
+            if self.ckpt.latest():
+                raise CheckpointError(
+                    f"{self.ckpt.root}: holds checkpoints but checkpoint.resume=none; "
+                    "use checkpoint.resume=auto to continue, or another run.dir"
+                )
+        else:
+            root, tag = resolve_checkpoint(how)
+        if tag is None:
+            return
+        client, rank_state = self.ckpt.load(self.engine, root, tag)
+        self.state = TrainState.from_dict(client.get("mbtrain", {}))
+        if rank_state is not None:
+            load_rng_state(rank_state["rng"])
+            if rank_state.get("loader") is not None:
+                self.train_loader.load_state_dict(rank_state["loader"])
+        self.resumed_from = root / tag
+        if self.rank == 0:
+            print(f"[mbtrain] resumed from {root / tag} at step {self.state.step}", flush=True)
+
+    def _start_monitoring(self) -> None:
+        from mbtrain.monitor.metrics import MetricsWriter
+        from mbtrain.monitor.peak import device_peak_flops
+        from mbtrain.monitor.wandb_logger import WandbLogger, new_run_id
+        from mbtrain.monitor.watchdog import Watchdog
+        from mbtrain.model import flops_per_byte
+
+        cfg = self.cfg
+        self.flops_per_byte = flops_per_byte(cfg.model, training=True)
+        peak = cfg.logging.peak_flops
+        if not peak and self.env.local_rank == 0:
+            peak = device_peak_flops(self.env.device, cfg.train.precision)
+        peak_t = torch.tensor([peak], dtype=torch.float64)
+        dist.broadcast(peak_t, src=0)
+        peak = float(peak_t.item())
+        if self.env.device == "cpu":
+            # One CPU is shared by the processes on a node: its peak is the node's, once.
+            peak = peak / self.env.local_world_size
+        self.total_peak = peak * self.env.world_size
+        self.metrics = self.wandb = None
+        if self.rank == 0:
+            if not self.state.wandb_id:
+                self.state.wandb_id = new_run_id()
+            self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.state.step)
+            self.wandb = WandbLogger(
+                cfg.logging, self.run_dir, cfg.run.name, config_to_dict(cfg), self.state.wandb_id
+            )
+        self.watchdog = Watchdog(
+            self.run_dir / "logs", self.rank, cfg.train.watchdog_factor, cfg.train.watchdog_min_s
+        ).start()
+
+    # ---------------------------------------------------------------- steps
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        if self._train_iter is None:
+            self._train_iter = iter(self.train_loader)
+        try:
+            return next(self._train_iter)
+        except StopIteration:  # end of an epoch: streaming starts the next one
+            self._train_iter = iter(self.train_loader)
+            try:
+                return next(self._train_iter)
+            except StopIteration:
+                raise ConfigError(
+                    f"data.train: {self.cfg.data.train} yields no full batch of "
+                    f"{self.cfg.train.micro_batch_size} sample(s) per data-parallel rank "
+                    f"({self.dp_size} ranks); prepare more data or lower train.micro_batch_size"
+                ) from None
+
+    def _all_reduce(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def _grad_norm_before_step(self) -> float | None:
+        """Global grad norm where DeepSpeed reports none (ZeRO-0 in fp32)."""
+        if self.cfg.parallel.zero_stage != 0 or self.cfg.train.precision != "fp32":
+            return None
+        from mbtrain.parallel import grad_norm_sq
+
+        return math.sqrt(grad_norm_sq(self.engine.module, self.mpu))
+
+    def train_step(self) -> dict[str, Any]:
+        engine, accum = self.engine, self.cfg.train.grad_accum
+        loss_sum = count = nonfinite = 0.0
+        grad_norm = None
+        for micro in range(accum):
+            batch = self._next_batch()
+            x = batch["x"].to(self.device, non_blocking=True)
+            mask = batch["mask"].to(self.device, non_blocking=True)
+            loss = engine(x, mask)
+            value = float(loss.detach().float().item())
+            nonfinite += 0.0 if math.isfinite(value) else 1.0
+            loss_sum += value if math.isfinite(value) else 0.0
+            count += float(mask.sum().item())
+            engine.backward(loss)
+            if micro == accum - 1:
+                # Every rank must agree before the update: one rank's NaN poisons all.
+                bad = self._all_reduce([nonfinite])[0]
+                if bad:
+                    self._on_nonfinite()
+                else:
+                    grad_norm = self._grad_norm_before_step()
+            engine.step()
+        total_loss, total_count, total_bad = self._all_reduce([loss_sum, count, nonfinite])
+        mp = self.layout.tensor * self.layout.pipeline
+        reported = engine.get_global_grad_norm()
+        if reported is not None:
+            grad_norm = float(reported)
+        finite_micro = accum * self.env.world_size - total_bad
+        loss_mean = total_loss / finite_micro if finite_micro else float("nan")
+        return {
+            "loss": loss_mean,
+            "bytes": total_count / mp,
+            "grad_norm": grad_norm,
+            "skipped": bool(total_bad),
+        }
+
+    def _on_nonfinite(self) -> None:
+        step = self.state.step + 1
+        self.state.nonfinite_skips += 1
+        if self.cfg.train.on_nonfinite == "stop" or (
+            self.state.nonfinite_skips > self.cfg.train.max_nonfinite_skips
+        ):
+            latest = self.ckpt.latest()
+            where = f"; the last complete checkpoint is {latest}" if latest else ""
+            raise MbtrainError(
+                f"non-finite loss at step {step}: stopping before the update reaches the weights"
+                f"{where} (train.on_nonfinite={self.cfg.train.on_nonfinite})"
+            )
+        self.optimizer.skip_next_step = True
+        if self.rank == 0:
+            print(f"[mbtrain] step {step}: non-finite loss, update skipped", flush=True)
+
+    # ---------------------------------------------------------------- eval
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any] | None:
+        if self.val_loader is None:
+            return None
+        self.engine.eval()
+        nats = count = 0.0
+        it = iter(self.val_loader)
+        for _ in range(self.cfg.train.eval_batches):
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            x = batch["x"].to(self.device)
+            mask = batch["mask"].to(self.device)
+            n = float(mask.sum().item())
+            nats += float(self.engine(x, mask).float().item()) * n
+            count += n
+        del it
+        nats, count = self._all_reduce([nats, count])
+        self.engine.train()
+        if not count:
+            return None
+        val_loss = nats / count
+        return {"val_loss": val_loss, "val_bpb": val_loss / LN2}
+
+    def sample(self) -> str | None:
+        """A generated sample for the log (all ranks run it in lockstep; rank 0 keeps it)."""
+        n = self.cfg.train.sample_bytes
+        if not n or self.layout.pipeline > 1:
+            return None
+        from contextlib import nullcontext
+
+        from mbtrain.model import generate
+
+        model = self.engine.module.model
+        ctx = nullcontext()
+        if self.cfg.parallel.zero_stage == 3:
+            import deepspeed
+
+            ctx = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+        self.engine.eval()
+        prompt = self.cfg.train.sample_prompt.encode()
+        with ctx, torch.no_grad():
+            out = bytes(generate(model, prompt, max_bytes=n, temperature=0.8, top_k=40, seed=self.cfg.train.seed))
+        self.engine.train()
+        return (prompt + out).decode("utf-8", errors="replace")
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, reason: str) -> Path:
+        from mbtrain.train.rng import rng_state
+
+        loader_state = self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        client = {"mbtrain": self.state.to_dict(), "config": config_to_dict(self.cfg)}
+        rank_state = {"rng": rng_state(), "loader": loader_state}
+        info = {
+            "reason": reason,
+            "tensor": self.layout.tensor,
+            "pipeline": self.layout.pipeline,
+            "data": self.layout.data,
+            "zero_stage": self.cfg.parallel.zero_stage,
+        }
+        path = self.ckpt.save(self.engine, self.state.step, client, rank_state, info)
+        self.last_saved_step = self.state.step
+        if self.rank == 0:
+            print(f"[mbtrain] checkpoint ({reason}) step {self.state.step}: {path}", flush=True)
+        return path
+
+    def _stop_requested(self) -> bool:
+        return bool(self._all_reduce([1.0 if self.stop.requested else 0.0])[0])
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> TrainResult:
+        from mbtrain.monitor.console import format_train_line
+
+        cfg, tr = self.cfg, self.cfg.train
+        self.last_saved_step = self.state.step if getattr(self, "resumed_from", None) else -1
+        last_loss = val_bpb = None
+        t_start = time.perf_counter()
+        elapsed_before = self.state.elapsed_s
+        window_t, window_bytes, window_steps = time.perf_counter(), 0.0, 0
+        step_times: list[float] = []
+        if self.rank == 0 and self.state.step < tr.steps:
+            print(
+                f"[mbtrain] training {cfg.model.arch} for {tr.steps} steps on {self.env.world_size} "
+                f"{self.env.device} process(es) (tensor {self.layout.tensor} x pipeline "
+                f"{self.layout.pipeline} x data {self.layout.data}), run dir {self.run_dir}",
+                flush=True,
+            )
+        while self.state.step < tr.steps:
+            t0 = time.perf_counter()
+            out = self.train_step()
+            self.state.step += 1
+            step = self.state.step
+            self.watchdog.beat(step)
+            if out["skipped"]:
+                continue
+            self.state.nonfinite_skips = 0
+            self.state.bytes_seen += int(out["bytes"])
+            last_loss = out["loss"]
+            step_times.append(time.perf_counter() - t0)
+            window_bytes += out["bytes"]
+            window_steps += 1
+            if step % tr.log_every == 0 or step == tr.steps:
+                now = time.perf_counter()
+                bps = window_bytes / max(now - window_t, 1e-9)
+                recent = step_times[-20:]
+                row = {
+                    "step": step,
+                    "loss": out["loss"],
+                    "bpb": out["loss"] / LN2,
+                    "lr": float(self.engine.get_lr()[0]),
+                    "grad_norm": out["grad_norm"],
+                    "bytes_per_s": bps,
+                    "bytes_seen": self.state.bytes_seen,
+                    "mfu": (bps * self.flops_per_byte / self.total_peak) if self.total_peak else None,
+                    "mem_bytes": peak_memory_bytes(self.env.device),
+                    "elapsed_s": elapsed_before + now - t_start,
+                    "eta_s": (tr.steps - step) * sum(recent) / len(recent),
+                }
+                if self.rank == 0:
+                    self.metrics.write(row)
+                    self.wandb.log(row, step)
+                    print(format_train_line(row, tr.steps), flush=True)
+                window_t, window_bytes, window_steps = time.perf_counter(), 0.0, 0
+            if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
+                val_bpb = self._eval_and_log(step)
+            self.state.elapsed_s = elapsed_before + time.perf_counter() - t_start
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < tr.steps:
+                self.save_checkpoint("every")
+                self.watchdog.pause()
+            if self._stop_requested():
+                if self.last_saved_step != step:
+                    self.save_checkpoint(f"signal {self.stop.signum}")
+                raise RequeueExit()
+        self.state.elapsed_s = elapsed_before + time.perf_counter() - t_start
+        val_bpb = self._eval_and_log(self.state.step)
+        ckpt = None
+        if self.last_saved_step != self.state.step:
+            ckpt = self.save_checkpoint("end")
+        else:
+            ckpt = self.ckpt.root / self.ckpt.latest() if self.ckpt.latest() else None
+        self.export()
+        return TrainResult(self.state.step, last_loss, val_bpb, self.run_dir, ckpt)
+
+    def _eval_and_log(self, step: int) -> float | None:
+        row = self.evaluate()
+        text = self.sample()
+        self.watchdog.pause()
+        if row is None:
+            return None
+        if self.rank == 0:
+            self.metrics.write({"step": step, **row})
+            self.wandb.log(row, step)
+            print(f"[mbtrain] step {step}: val_bpb {row['val_bpb']:.4f}", flush=True)
+            if text is not None:
+                self.wandb.log_sample(text, step)
+        return row["val_bpb"]
+
+    def export(self) -> Path | None:
+        from mbtrain.checkpoint.export import export_from_engine
+
+        return export_from_engine(self.engine, self.cfg, self.run_dir / "export", self.mpu)
+
+    def close(self) -> None:
+        self.watchdog.stop()
+        if self.rank == 0:
+            if self.metrics:
+                self.metrics.close()
+            if self.wandb:
+                self.wandb.finish()
+
+
+def train(cfg: RunConfig) -> TrainResult:
+    """Train (or resume) the run described by `cfg`; all ranks call this."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    trainer = Trainer(cfg)
+    try:
+        trainer.setup()
+        return trainer.run()
+    finally:
+        if hasattr(trainer, "watchdog"):
+            trainer.close()

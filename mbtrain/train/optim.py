@@ -1,0 +1,88 @@
+"""AdamW with decoupled weight decay groups, and the learning-rate schedules.
+
+Decay applies to weight matrices only: norms, biases and embeddings are excluded, the usual
+practice since decaying them only pulls scales and the byte table towards zero.
+The optimizer can skip a step (`skip_next_step`) so that a non-finite loss never reaches the
+weights, also under ZeRO, where DeepSpeed calls this optimizer's `step` on its partitions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mbtrain.train.config import OptimConfig
+
+
+class SkippableAdamW(torch.optim.AdamW):
+    """AdamW whose next `step()` can be turned into a no-op (non-finite loss policy: skip)."""
+
+    skip_next_step: bool = False
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        if self.skip_next_step:
+            self.skip_next_step = False
+            return None
+        return super().step(closure)
+
+
+def _no_decay(name: str, param: nn.Parameter) -> bool:
+    lname = name.lower()
+    return param.ndim < 2 or "embed" in lname or "norm" in lname or "pad" in lname or "pos" in lname
+
+
+def build_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if _no_decay(name, param) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> SkippableAdamW:
+    return SkippableAdamW(
+        build_param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(cfg.betas[0], cfg.betas[1]),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        foreach=False,
+    )
+
+
+def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    decay_steps = max(1, (cfg.decay_steps or total_steps) - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    floor = cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "linear":
+        return floor + (1 - floor) * (1 - progress)
+    return floor + (1 - floor) * (1 - progress) ** cfg.power  # polynomial
+
+
+class ScheduleFn:
+    """Picklable lr lambda, so the scheduler's state saves with the checkpoint."""
+
+    def __init__(self, cfg: OptimConfig, total_steps: int):
+        self.cfg = cfg
+        self.total_steps = total_steps
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.cfg, self.total_steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, ScheduleFn(cfg, total_steps))

@@ -1,0 +1,181 @@
+"""Batch-script rendering, quoting, and the script's signal/requeue logic run by real bash.
+
+The rendered script is executed with bash and stand-ins for `srun` (runs the command) and
+`scontrol` (records what it was asked), so the trap/forward/requeue path and the quoting are
+tested without a cluster; tests/cluster/test_slurm_jobs.py runs the same scripts for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from mbtrain.cluster.config import ClusterConfig
+from mbtrain.cluster.sbatch import render_train_script, safe_job_name
+from mbtrain.cluster.submit import submit, submit_prepare_array
+from mbtrain.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+STANDIN = Path(__file__).with_name("standin_trainer.py")
+HOSTILE_NAMES = ['x"; touch /tmp/pwned-{u}; echo "', "$(touch /tmp/pwned-{u})", "`touch /tmp/pwned-{u}`",
+                 "a'b\nc; touch /tmp/pwned-{u}"]
+
+
+def sbatch_options(script: str) -> list[str]:
+    return [line.split(None, 1)[1] for line in script.splitlines() if line.startswith("#SBATCH ")]
+
+
+def test_render_options():
+    cfg = ClusterConfig(nodes=2, tasks_per_node=4, gpus_per_node=4, cpus_per_task=8, partition="gpu",
+                        account="proj", qos="high", time="1-00:00:00", constraint="a100|h100",
+                        sbatch_extra=["--mem=0", "--exclusive"], signal_seconds=300, max_restarts=5,
+                        setup=["module load cuda/12.4"])
+    script = render_train_script(cfg, "/runs/r1", ["python", "-m", "x"], python="/usr/bin/python3",
+                                 job_name="my run")
+    opts = sbatch_options(script)
+    for expected in ["--job-name=my_run", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4",
+                     "--cpus-per-task=8", "--partition=gpu", "--account=proj", "--qos=high",
+                     "--time=1-00:00:00", "--constraint=a100|h100", "--mem=0", "--exclusive",
+                     "--open-mode=append", "--signal=B:USR1@300", "--requeue",
+                     "--output=slurm/slurm-%j.out", "--error=slurm/slurm-%j.err"]:
+        assert expected in opts, (expected, opts)
+    assert "module load cuda/12.4" in script
+    assert "max_restarts=5" in script
+    assert "srun --nodes=2 --ntasks-per-node=4 --cpus-per-task=8" in script
+    # #SBATCH lines must all come before the first command, or sbatch ignores them.
+    first_cmd = next(i for i, line in enumerate(script.splitlines()) if line and not line.startswith("#"))
+    last_opt = max(i for i, line in enumerate(script.splitlines()) if line.startswith("#SBATCH"))
+    assert last_opt < first_cmd
+
+
+def test_cpu_job_has_no_gpu_option():
+    script = render_train_script(ClusterConfig(), "/r", ["true"], python="python", job_name="r")
+    assert not any(o.startswith("--gpus") for o in sbatch_options(script))
+
+
+def test_invalid_config_refused_before_rendering():
+    with pytest.raises(ConfigError, match="cluster.partition"):
+        render_train_script(ClusterConfig(partition="a\n#SBATCH --x"), "/r", ["true"], python="p", job_name="r")
+    with pytest.raises(ConfigError, match="cluster.time"):
+        submit("/tmp/r", ClusterConfig(time="forever"), ["true"], dry_run=True)
+
+
+def test_safe_job_name():
+    assert safe_job_name('x"; touch /tmp/pwned; echo "') == "x___touch__tmp_pwned__echo__"
+    assert safe_job_name("") == "mbtrain"
+
+
+# --- the rendered script, run by bash with a fake srun and scontrol --------------------------
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """PATH with `srun` (drops its options, execs the command) and `scontrol` (logs args)."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir()
+    log = tmp_path / "scontrol.log"
+    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$*" >> {log}\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77",
+           "PYTHONPATH": str(REPO)}
+    for key in ("SLURM_RESTART_COUNT", "SLURM_PROCID", "RANK", "WORLD_SIZE"):
+        env.pop(key, None)
+    return env, log
+
+
+def _write_script(run_dir: Path, cfg: ClusterConfig, command: list[str], name: str) -> Path:
+    script = submit(run_dir, cfg, command, dry_run=True, job_name=name)
+    path = run_dir / "slurm" / "train.sbatch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    return path
+
+
+@pytest.mark.parametrize("template", HOSTILE_NAMES)
+def test_hostile_names_cannot_inject(tmp_path, fake_slurm, template):
+    env, _ = fake_slurm
+    u = uuid.uuid4().hex
+    name = template.format(u=u)
+    run_dir = tmp_path / name.replace("/", "_")  # the run directory carries the name too
+    run_dir.mkdir()
+    out = tmp_path / "argv.json"
+    command = [sys.executable, "-c", "import json,os,sys; json.dump([sys.argv[1:], os.environ['MBTRAIN_RUN_NAME'], "
+               "os.getcwd()], open(sys.argv[1], 'w'))", str(out), name, "$HOME", "*"]
+    path = _write_script(run_dir, ClusterConfig(), command, name)
+    proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not Path(f"/tmp/pwned-{u}").exists()
+    assert not list(tmp_path.rglob("pwned*"))
+    argv, run_name, cwd = json.loads(out.read_text())
+    assert argv == [str(out), name, "$HOME", "*"]  # every argument arrives verbatim
+    assert run_name == name
+    assert cwd == str(run_dir)
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "slurm" / "events.jsonl").read_text().splitlines()]
+
+
+def _metrics_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if "loss" in x]
+
+
+@pytest.mark.parametrize("restart_count, requeued", [(0, True), (3, False)])
+def test_usr1_forwarded_checkpoint_and_requeue(tmp_path, fake_slurm, restart_count, requeued):
+    env, log = fake_slurm
+    env["SLURM_RESTART_COUNT"] = str(restart_count)
+    run_dir = tmp_path / "run"
+    path = _write_script(run_dir, ClusterConfig(max_restarts=3),
+                         [sys.executable, str(STANDIN), str(run_dir), "200", "0.05"], "run")
+    proc = subprocess.Popen(["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while len(_metrics_steps(run_dir)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)  # what Slurm's --signal=B:USR1 does
+    out, _ = proc.communicate(timeout=30)
+    assert "forwarding to the job step" in out
+    tag = (run_dir / "checkpoints" / "latest").read_text()
+    assert tag == f"step_{_metrics_steps(run_dir)[-1]}"
+    assert not (run_dir / "finished").exists()
+    if requeued:
+        assert proc.returncode == 0, out
+        assert log.read_text().split() == ["requeue", "77"]
+        assert _events(run_dir)[-1]["action"] == "requeue"
+    else:
+        assert proc.returncode == 75, out
+        assert not log.exists()
+        assert _events(run_dir)[-1]["action"] == "stopped"
+
+
+def test_exit_code_propagates(tmp_path, fake_slurm):
+    env, log = fake_slurm
+    run_dir = tmp_path / "run"
+    path = _write_script(run_dir, ClusterConfig(), [sys.executable, "-c", "raise SystemExit(3)"], "run")
+    proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert not log.exists()
+    assert [e["action"] for e in _events(run_dir)] == ["start", "failed"]
+
+
+def test_prepare_array_scripts():
+    array, merge = submit_prepare_array(
+        "/data/out", ClusterConfig(cpus_per_task=2, time="02:00:00"), ["python", "-m", "prep", "a b"],
+        ["python", "-m", "prep", "--merge"], workers=4, dry_run=True,
+    )
+    assert "--array=0-3" in sbatch_options(array)
+    assert "--cpus-per-task=2" in sbatch_options(array)
+    assert "python -m prep 'a b' --worker-index \"$SLURM_ARRAY_TASK_ID\" --worker-count 4" in array
+    assert "python -m prep --merge" in merge
+    assert not any(o.startswith("--array") for o in sbatch_options(merge))

@@ -1,0 +1,154 @@
+"""Real jobs on the local Slurm cluster (cluster/slurm_up.sh): submit, gloo across srun tasks,
+preemption (USR1 -> checkpoint -> exit 75 -> requeue -> resume), status, cancel, prepare arrays.
+
+The jobs run concurrently where they can (the node declares 8 CPUs on 2 real cores) to keep
+the whole module around a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mbtrain.cluster.config import ClusterConfig
+from mbtrain.cluster.status import cancel, format_status, run_status
+from mbtrain.cluster.submit import read_jobs, submit, submit_prepare_array
+
+pytestmark = pytest.mark.slurm
+
+HERE = Path(__file__).resolve().parent
+STANDIN = HERE / "standin_trainer.py"
+GLOO = HERE / "gloo_allreduce.py"
+CPU = ClusterConfig(time="00:10:00", signal_seconds=30)
+
+
+def _metrics_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if '"loss"' in x]
+
+
+def test_gloo_two_tasks(slurm_cluster, tmp_path, wait_job, job_output):
+    run_dir = tmp_path / "gloo run"
+    cfg = ClusterConfig(tasks_per_node=2, cpus_per_task=1, time="00:05:00", signal_seconds=30)
+    job_id = submit(run_dir, cfg, [sys.executable, str(GLOO), str(run_dir / "out")], job_name="gloo")
+    assert read_jobs(run_dir)[-1]["job_id"] == job_id
+    assert (run_dir / "code" / "mbtrain" / "cluster" / "env.py").is_file()
+    rec = wait_job(job_id, timeout=150)
+    assert rec["JobState"] == "COMPLETED", job_output(run_dir)
+    results = [json.loads((run_dir / "out" / f"rank{r}.json").read_text()) for r in range(2)]
+    for r, res in enumerate(results):
+        assert res["sum"] == 3.0 and res["world"] == 2
+        env = res["env"]
+        assert env["RANK"] == env["LOCAL_RANK"] == str(r)
+        assert env["WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "2"
+        assert env["MASTER_ADDR"] == "127.0.0.1"  # node "n1" is not a DNS name: its NodeAddr
+        assert env["MASTER_PORT"] == str(10000 + int(job_id) % 50000)
+        assert env["OMP_NUM_THREADS"] == "1" and res["torch_threads"] == 1
+    status = run_status(run_dir)
+    assert status["state"] == "COMPLETED" and status["source"] == "slurm"
+    assert "COMPLETED" in format_status(status)
+
+
+def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
+    run_dir = tmp_path / "preempt"
+    steps = 40
+    job_id = submit(run_dir, ClusterConfig(time="00:10:00", signal_seconds=30, max_restarts=2),
+                    [sys.executable, str(STANDIN), str(run_dir), str(steps), "0.1"], job_name="preempt")
+    wait_job(job_id, lambda r: r["JobState"] == "RUNNING" and len(_metrics_steps(run_dir)) >= 5, timeout=60,
+             poll=0.2)
+    running = run_status(run_dir)
+    assert running["state"] == "RUNNING" and running["nodes"] == "n1"
+    assert "RUNNING" in format_status(running) and running["step"] >= 5
+
+    # What Slurm does ahead of the time limit with --signal=B:USR1@N: signal the batch shell.
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    t_signal = time.monotonic()
+    rec = wait_job(job_id, lambda r: int(r.get("Restarts", 0)) >= 1, timeout=60, poll=0.2)
+    tag = (run_dir / "checkpoints" / "latest").read_text()
+    saved = int(tag.split("_")[1])
+    requeued = run_status(run_dir)
+    assert requeued["restarts"] == 1 and requeued["checkpoint"] == tag
+    print(f"\nrequeued state: {rec['JobState']} ({rec.get('Reason')})")
+
+    rec = wait_job(job_id, lambda r: r["JobState"] == "RUNNING" and int(r.get("Restarts", 0)) == 1,
+                   timeout=90, poll=0.2)
+    t_resumed = time.monotonic()
+    rec = wait_job(job_id, timeout=90)
+    assert rec["JobState"] == "COMPLETED", job_output(run_dir)
+    print(f"requeue latency (USR1 -> running again): {t_resumed - t_signal:.1f} s")
+
+    steps_seen = _metrics_steps(run_dir)
+    # The resumed job starts right after the checkpoint: every step exactly once.
+    assert steps_seen == list(range(1, steps + 1)), steps_seen
+    assert saved < steps and (run_dir / "finished").exists()
+    restarts = [json.loads(x)["restart"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in x]
+    assert restarts[saved - 1] == 0 and restarts[saved] == 1
+    events = [json.loads(x)["action"] for x in (run_dir / "slurm" / "events.jsonl").read_text().splitlines()]
+    assert events == ["start", "requeue", "start", "done"], events
+    out = job_output(run_dir)
+    assert "forwarding to the job step" in out and "requeueing job" in out
+    final = run_status(run_dir)
+    assert final["state"] == "COMPLETED" and final["step"] == steps and final["val_bpb"] == 2.0 / steps
+
+
+def test_status_pending_failed_and_cancel(slurm_cluster, tmp_path, wait_job):
+    held = tmp_path / "held"
+    job_id = submit(held, CPU, ["true"], job_name="held", sbatch_args=["--hold"])
+    pending = run_status(held)
+    assert pending["state"] == "PENDING" and pending["reason"] == "JobHeldUser"
+    text = format_status(pending)
+    assert "PENDING (JobHeldUser)" in text and "no metrics yet" in text
+    assert cancel(held) == [job_id]
+    assert wait_job(job_id)["JobState"] == "CANCELLED"
+    assert cancel(held) == []  # nothing left to cancel
+
+    failed = tmp_path / "failed"
+    job_id = submit(failed, CPU, [sys.executable, "-c", "raise SystemExit(3)"], job_name="failed")
+    rec = wait_job(job_id, timeout=60)
+    assert rec["JobState"] == "FAILED" and rec["ExitCode"] == "3:0"
+    status = run_status(failed)
+    assert status["state"] == "FAILED" and "exit code:  3:0" in format_status(status)
+
+
+def test_status_without_slurm_record(tmp_path):
+    """Once Slurm forgot the job, the run directory alone answers."""
+    run_dir = tmp_path / "old"
+    (run_dir / "slurm").mkdir(parents=True)
+    (run_dir / "slurm" / "jobs.jsonl").write_text(json.dumps({"job_id": "99999999", "kind": "train"}) + "\n")
+    (run_dir / "slurm" / "events.jsonl").write_text(
+        json.dumps({"job_id": "99999999", "restart": 1, "action": "done", "rc": 0}) + "\n")
+    (run_dir / "metrics.jsonl").write_text('{"step": 10, "loss": 2.5, "bpb": 3.6, "bytes_per_s": 5e6, "eta_s": 0}\n'
+                                           '{"step": 10, "val_bpb": 3.7}\n')
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "latest").write_text("step_10\n")
+    status = run_status(run_dir)
+    assert status["source"] == "run_dir" and status["state"] == "COMPLETED"
+    assert (status["step"], status["loss"], status["val_bpb"], status["checkpoint"]) == (10, 2.5, 3.7, "step_10")
+    text = format_status(status)
+    assert "5.000 MB/s" in text and "step_10" in text
+
+
+def test_prepare_array_then_merge(slurm_cluster, tmp_path, wait_job, job_output):
+    run_dir = tmp_path / "prep"
+    out = run_dir / "parts"
+    worker = [sys.executable, "-c",
+              "import sys, pathlib; a = sys.argv[1:]; p = pathlib.Path(a[0]); p.mkdir(parents=True, exist_ok=True); "
+              "i, n = a[a.index('--worker-index') + 1], a[a.index('--worker-count') + 1]; "
+              "(p / f'part{i}of{n}').write_text(i)", str(out)]
+    merge = [sys.executable, "-c",
+             "import sys, pathlib; p = pathlib.Path(sys.argv[1]); parts = sorted(x.name for x in p.iterdir()); "
+             "assert parts == ['part0of2', 'part1of2'], parts; (p / 'merged').write_text(' '.join(parts))", str(out)]
+    array_id, merge_id = submit_prepare_array(run_dir, CPU, worker, merge, workers=2)
+    rec = wait_job(merge_id, timeout=90)
+    assert rec["JobState"] == "COMPLETED", job_output(run_dir)
+    assert rec["Dependency"] == "(null)" or array_id in rec.get("Dependency", "")
+    assert (out / "merged").read_text() == "part0of2 part1of2"
+    assert [j["kind"] for j in read_jobs(run_dir)] == ["prepare", "merge"]
