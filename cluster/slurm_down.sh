@@ -12,7 +12,7 @@ stop() {
     local name=$1 f=$STATE/pids/$1.pid pid
     [[ -s $f ]] || return 0
     pid=$(<"$f")
-    if [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "$name" ]]; then
+    if [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "${name%%-*}" ]]; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 50); do [[ -e /proc/$pid ]] || break; sleep 0.1; done
         if [[ -e /proc/$pid ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
@@ -22,7 +22,10 @@ stop() {
 }
 
 # Node daemon first (it ends its job steps), then the controller, then authentication.
-stop slurmd
+for f in "$STATE"/pids/slurmd*.pid; do
+    name=${f##*/}
+    if [[ -e $f && $name != *.daemon.pid ]]; then stop "${name%.pid}"; fi
+done
 stop slurmctld
 stop munged
 if [[ ${1:-} == --purge ]]; then

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a private one-node Slurm cluster on this machine (munged, slurmctld, slurmd).
+# Start a private Slurm cluster on this machine (munged, slurmctld, one slurmd per node name).
 #
 # Why: development and CI machines have no cluster, yet the Slurm path (sbatch rendering,
 # srun environment mapping, --signal + requeue) must be tested against a real scheduler.
@@ -11,10 +11,12 @@
 #
 # Environment:
 #   MBTRAIN_SLURM_DIR    state directory                 [/tmp/mbtrain-slurm]
+#   MBTRAIN_SLURM_NODES  node names n1..nN, each its own slurmd on this host [2]; two let
+#                        the tests run a real 2-node srun (rank 0 on n1, rank 1 on n2).
 #   MBTRAIN_SLURM_CPUS   CPUs declared per node          [max(8, nproc)]; more than the real
 #                        count on purpose (oversubscription) so 2-task jobs, a 2-task array
 #                        and a dependent merge job can all run at once on a 2-core machine.
-#   MBTRAIN_SLURM_PORT   slurmctld port; slurmd uses +1  [16817]
+#   MBTRAIN_SLURM_PORT   slurmctld port; node i's slurmd uses PORT+i  [16817]
 #   MBTRAIN_SLURM_TIMEOUT seconds to wait for the node to become idle [60]
 set -euo pipefail
 
@@ -23,7 +25,8 @@ NCPU=$(nproc)
 CPUS=${MBTRAIN_SLURM_CPUS:-$((NCPU > 8 ? NCPU : 8))}
 PORT=${MBTRAIN_SLURM_PORT:-16817}
 TIMEOUT=${MBTRAIN_SLURM_TIMEOUT:-60}
-NODE=n1
+NNODES=${MBTRAIN_SLURM_NODES:-2}
+NODES=$( ((NNODES > 1)) && echo "n[1-$NNODES]" || echo n1)
 HOST=$(hostname -s)
 
 log() { echo "slurm_up: $*" >&2; }
@@ -55,11 +58,17 @@ chmod 400 "$STATE/etc/munge.key"
 SOCK=$STATE/munge/munge.socket
 CONF=$STATE/etc/slurm.conf
 
-alive() {  # alive NAME -> true if the recorded PID of NAME is running the expected program
+alive() {  # alive NAME -> true if the recorded PID of NAME runs the program NAME starts with
     local f=$STATE/pids/$1.pid pid
     [[ -s $f ]] || return 1
     pid=$(<"$f")
-    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "$1" ]]
+    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "${1%%-*}" ]]
+}
+all_slurmd() {  # all_slurmd alive|dead: true if every (no) node daemon runs
+    local i
+    for ((i = 1; i <= NNODES; i++)); do
+        if alive "slurmd-n$i"; then [[ $1 == alive ]] || return 1; else [[ $1 == dead ]] || return 1; fi
+    done
 }
 
 write_conf() {
@@ -68,18 +77,18 @@ write_conf() {
 ClusterName=mbtrain
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmctldPort=$PORT
-SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$SOCK,cred_expire=10
 StateSaveLocation=$STATE/spool/ctld
-SlurmdSpoolDir=$STATE/spool/d
+# %n: several slurmd (one per node name) share this host, each with its own files.
+SlurmdSpoolDir=$STATE/spool/d-%n
 SlurmctldPidFile=$STATE/pids/slurmctld.daemon.pid
-SlurmdPidFile=$STATE/pids/slurmd.daemon.pid
+SlurmdPidFile=$STATE/pids/slurmd-%n.daemon.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+SlurmdLogFile=$STATE/log/slurmd-%n.log
 # No cgroups in containers: track processes by parent pid, bind nothing.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -100,9 +109,12 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 # Trust the CPU count below instead of the hardware (deliberate oversubscription).
 SlurmdParameters=config_overrides
-NodeName=$NODE NodeHostname=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+    local i
+    for ((i = 1; i <= NNODES; i++)); do
+        echo "NodeName=n$i NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((PORT + i)) CPUs=$CPUS State=UNKNOWN"
+    done >>"$CONF.tmp"
+    echo "PartitionName=debug Nodes=$NODES Default=YES MaxTime=INFINITE State=UP" >>"$CONF.tmp"
     mv "$CONF.tmp" "$CONF"
 }
 
@@ -115,12 +127,12 @@ start() {  # start NAME CMD...: run CMD in its own session, record its PID as NA
     log "$name did not start; see $STATE/log/$name.out"; exit 1
 }
 
-if alive munged && alive slurmctld && alive slurmd; then
+if alive munged && alive slurmctld && all_slurmd alive; then
     log "already running (state in $STATE)"
 else
     # Rewrite the configuration only while the daemons are down, so a running cluster is
     # never handed a configuration it was not started with.
-    alive slurmctld || alive slurmd || write_conf
+    if ! alive slurmctld && all_slurmd dead; then write_conf; fi
     alive munged || start munged munged -F --force --socket="$SOCK" \
         --key-file="$STATE/etc/munge.key" --pid-file="$STATE/pids/munged.daemon.pid" \
         --seed-file="$STATE/etc/munged.seed" --log-file="$STATE/log/munged.log"
@@ -128,7 +140,9 @@ else
     # Keep the saved state (no -c): job ids keep growing across restarts, so a job id that
     # a run directory recorded never names another run's job.
     alive slurmctld || start slurmctld slurmctld -D -f "$CONF"
-    alive slurmd || start slurmd slurmd -D -f "$CONF" -N "$NODE"
+    for ((i = 1; i <= NNODES; i++)); do
+        alive "slurmd-n$i" || start "slurmd-n$i" slurmd -D -f "$CONF" -N "n$i"
+    done
 fi
 
 cat >"$STATE/env.sh" <<EOF
@@ -136,19 +150,20 @@ export SLURM_CONF=$CONF
 EOF
 export SLURM_CONF=$CONF
 
-# --- 3. wait until the node takes jobs ------------------------------------------------------------
+# --- 3. wait until every node takes jobs ----------------------------------------------------------
 deadline=$((SECONDS + TIMEOUT))
 while :; do
-    state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -1 || true)
-    case $state in
-        idle|mixed|allocated|completing) break ;;
-        down*|drain*|fail*) scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true ;;
-    esac
+    states=$(sinfo -h -N -n "$NODES" -o %T 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    ready=$(sinfo -h -N -n "$NODES" -o %T -t idle,mixed,allocated,completing 2>/dev/null | wc -l || echo 0)
+    ((ready >= NNODES)) && break
+    if [[ $states == *down* || $states == *drain* || $states == *fail* ]]; then
+        scontrol update NodeName="$NODES" State=RESUME >/dev/null 2>&1 || true
+    fi
     if ((SECONDS >= deadline)); then
-        log "node $NODE not ready after ${TIMEOUT}s (state '${state:-?}'); logs in $STATE/log"
+        log "nodes $NODES not ready after ${TIMEOUT}s (states: ${states:-?}); logs in $STATE/log"
         exit 1
     fi
     sleep 0.5
 done
-log "node $NODE is $state ($CPUS CPUs declared, $NCPU real)"
+log "nodes $NODES ready: ${states% } ($CPUS CPUs declared each, $NCPU real)"
 echo "export SLURM_CONF=$CONF"

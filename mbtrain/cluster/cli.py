@@ -57,11 +57,15 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("submit", help="submit a training run to Slurm")
     p.add_argument("recipe", metavar="RECIPE", help="recipe YAML")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the batch script only")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate and print the batch script only"
+    )
     p.set_defaults(func=_cmd_submit)
 
     p = subparsers.add_parser("status", help="show the state of runs (Slurm job + metrics)")
-    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (default: recent runs)")
+    p.add_argument(
+        "run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (default: recent runs)"
+    )
     p.add_argument("--root", default="runs", help="where to look for runs without RUN_DIR [runs]")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_status)

@@ -116,7 +116,11 @@ class ClusterConfig:
             if value and (problem := sbatch_value_problem(value)):
                 errors.append(f"cluster.{name}: {problem}")
         for i, opt in enumerate(self.sbatch_extra):
-            if not isinstance(opt, str) or not opt.startswith("-") or any(c in opt for c in "\r\n\0"):
+            if (
+                not isinstance(opt, str)
+                or not opt.startswith("-")
+                or any(c in opt for c in "\r\n\0")
+            ):
                 errors.append(
                     f"cluster.sbatch_extra[{i}]: must be one option starting with '-' on one line, "
                     f"got {opt!r}"

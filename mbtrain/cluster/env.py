@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -171,7 +172,9 @@ def slurm_to_torch_env(
     tpn_spec = environ.get("SLURM_STEP_TASKS_PER_NODE") or environ.get("SLURM_TASKS_PER_NODE")
     tasks_per_node = parse_tasks_per_node(tpn_spec) if tpn_spec else None
     ntasks = (
-        environ.get("SLURM_STEP_NUM_TASKS") or environ.get("SLURM_NTASKS") or environ.get("SLURM_NPROCS")
+        environ.get("SLURM_STEP_NUM_TASKS")
+        or environ.get("SLURM_NTASKS")
+        or environ.get("SLURM_NPROCS")
     )
     if ntasks:
         world = int(ntasks)
@@ -228,6 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args:
         sys.exit("usage: python -m mbtrain.cluster.env [--] CMD [ARGS...]")
     apply_slurm_env(os.environ)
+    # SIGUSR1 ("checkpoint and exit 75") kills a process that has no handler for it. The
+    # trainer installs one only after importing torch and DeepSpeed (seconds), and Slurm may
+    # send its time-limit warning before that. An ignored signal stays ignored across exec, so
+    # an early request is dropped instead of killing the rank; the batch script repeats it
+    # until the step exits, and the trainer's handler catches a later one. TERM keeps its
+    # default: a cancel during start-up still ends the rank.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     sys.stdout.flush()
     sys.stderr.flush()
     # exec keeps the PID that srun forwards signals (USR1, TERM) to.

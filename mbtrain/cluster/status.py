@@ -95,11 +95,21 @@ def latest_checkpoint(run_dir: str | Path) -> str | None:
 
 
 def _last_event(run_dir: Path, job_id: str | None) -> dict | None:
-    events = [e for e in _tail_jsonl(run_dir / "slurm" / "events.jsonl") if job_id is None or e.get("job_id") == job_id]
+    events = [
+        e
+        for e in _tail_jsonl(run_dir / "slurm" / "events.jsonl")
+        if job_id is None or e.get("job_id") == job_id
+    ]
     return events[-1] if events else None
 
 
-_EVENT_STATE = {"done": "COMPLETED", "failed": "FAILED", "stopped": "STOPPED", "requeue": "REQUEUED", "start": "RUNNING?"}
+_EVENT_STATE = {
+    "done": "COMPLETED",
+    "failed": "FAILED",
+    "stopped": "STOPPED",
+    "requeue": "REQUEUED",
+    "start": "RUNNING?",
+}
 
 
 def run_status(run_dir: str | Path) -> dict[str, Any]:
@@ -111,7 +121,9 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     """
     run_dir = Path(run_dir).absolute()
     status: dict[str, Any] = {"run_dir": str(run_dir), "name": run_dir.name, "source": "none"}
-    jobs = [j for j in read_jobs(run_dir) if j.get("kind", "train") == "train"] or read_jobs(run_dir)
+    jobs = [j for j in read_jobs(run_dir) if j.get("kind", "train") == "train"] or read_jobs(
+        run_dir
+    )
     job_id = jobs[-1]["job_id"] if jobs else None
     status["job_id"] = job_id
     record = slurm_job(job_id) if job_id else None
@@ -139,7 +151,9 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
                 reason="job no longer known to Slurm",
             )
         else:
-            status.update(state="UNKNOWN", reason="job no longer known to Slurm and no events recorded")
+            status.update(
+                state="UNKNOWN", reason="job no longer known to Slurm and no events recorded"
+            )
     status.update(metrics_summary(run_dir))
     status["checkpoint"] = latest_checkpoint(run_dir)
     return status
@@ -210,7 +224,17 @@ def cancel(run_dir: str | Path) -> list[str]:
 
 
 def _finished(state: str | None) -> bool:
-    return state in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+    return state in {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+    }
 
 
 def list_runs(root: str | Path, limit: int = 20) -> list[Path]:

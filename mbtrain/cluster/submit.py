@@ -33,7 +33,13 @@ class SubmitError(MbtrainError):
 
 def train_command(run_dir: str | Path, python: str) -> list[str]:
     """The argv each rank runs for `mbtrain train` on the run's resolved config."""
-    return [python, "-m", "mbtrain.cli.main", "train", str(Path(run_dir).absolute() / "config.yaml")]
+    return [
+        python,
+        "-m",
+        "mbtrain.cli.main",
+        "train",
+        str(Path(run_dir).absolute() / "config.yaml"),
+    ]
 
 
 def snapshot_code(run_dir: str | Path) -> Path:
@@ -59,7 +65,9 @@ def snapshot_code(run_dir: str | Path) -> Path:
 def _sbatch(script: Path, args: Sequence[str] = (), cwd: Path | None = None) -> str:
     """Run `sbatch --parsable ARGS SCRIPT`; return the job id."""
     if not shutil.which("sbatch"):
-        raise SubmitError("sbatch not found: run on a Slurm login node (or start cluster/slurm_up.sh)")
+        raise SubmitError(
+            "sbatch not found: run on a Slurm login node (or start cluster/slurm_up.sh)"
+        )
     proc = subprocess.run(
         ["sbatch", "--parsable", *args, str(script)],
         capture_output=True,
@@ -78,7 +86,12 @@ def record_job(run_dir: str | Path, job_id: str, kind: str, **fields: object) ->
     """Append one submitted job to `<run_dir>/slurm/jobs.jsonl`."""
     log_dir = Path(run_dir) / "slurm"
     log_dir.mkdir(parents=True, exist_ok=True)
-    entry = {"job_id": job_id, "kind": kind, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields}
+    entry = {
+        "job_id": job_id,
+        "kind": kind,
+        "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **fields,
+    }
     with open(log_dir / JOBS_FILE, "a") as f:
         f.write(json.dumps(entry) + "\n")
 
@@ -163,17 +176,23 @@ def submit_prepare_array(
     run_dir = Path(run_dir).absolute()
     log_dir = run_dir / "slurm"
     code_dir = run_dir / "code"
-    worker_line = (
-        f"{shlex.join(worker_command)} --worker-index \"$SLURM_ARRAY_TASK_ID\" --worker-count {workers}"
-    )
+    worker_line = f'{shlex.join(worker_command)} --worker-index "$SLURM_ARRAY_TASK_ID" --worker-count {workers}'
     array_script = render_prepare_script(
-        cluster_cfg, worker_line, job_name=f"{job_name}-worker",
-        log_pattern="prepare-%A_%a", extra_options=[f"--array=0-{workers - 1}"],
-        code_dir=code_dir, env=env,
+        cluster_cfg,
+        worker_line,
+        job_name=f"{job_name}-worker",
+        log_pattern="prepare-%A_%a",
+        extra_options=[f"--array=0-{workers - 1}"],
+        code_dir=code_dir,
+        env=env,
     )
     merge_script = render_prepare_script(
-        cluster_cfg, shlex.join(merge_command), job_name=f"{job_name}-merge",
-        log_pattern="merge-%j", code_dir=code_dir, env=env,
+        cluster_cfg,
+        shlex.join(merge_command),
+        job_name=f"{job_name}-merge",
+        log_pattern="merge-%j",
+        code_dir=code_dir,
+        env=env,
     )
     if dry_run:
         return array_script, merge_script
@@ -186,6 +205,8 @@ def submit_prepare_array(
     array_id = _sbatch(array_path, cwd=run_dir)
     record_job(run_dir, array_id, "prepare", script=str(array_path), workers=workers)
     # afterok on an array id waits for every task and fails the merge if any task failed.
-    merge_id = _sbatch(merge_path, [f"--dependency=afterok:{array_id}", "--kill-on-invalid-dep=yes"], cwd=run_dir)
+    merge_id = _sbatch(
+        merge_path, [f"--dependency=afterok:{array_id}", "--kill-on-invalid-dep=yes"], cwd=run_dir
+    )
     record_job(run_dir, merge_id, "merge", script=str(merge_path), after=array_id)
     return array_id, merge_id

@@ -28,6 +28,8 @@ class PrepareConfig:
     """Fraction of documents (by a hash of their id) that go to `val/`; ignored if `val_docs`."""
     val_docs: list[str] = field(default_factory=list)
     """Explicit validation documents: document ids or source-file ids (all of that file's docs)."""
+    exclude: list[str] = field(default_factory=list)
+    """Globs (relative to each input's root, `**` allowed) of files to leave out."""
     text_field: str = "text"
     """Field/column holding the document in JSON Lines, Parquet and Arrow inputs."""
     format: str = "auto"
@@ -67,7 +69,9 @@ class PrepareConfig:
         if not 0.0 <= self.val_fraction < 1.0:
             errs.append(f"prepare.val_fraction: must be in [0, 1), got {self.val_fraction}")
         if self.utf8_errors not in UTF8_POLICIES:
-            errs.append(f"prepare.utf8_errors: one of {list(UTF8_POLICIES)}, got {self.utf8_errors!r}")
+            errs.append(
+                f"prepare.utf8_errors: one of {list(UTF8_POLICIES)}, got {self.utf8_errors!r}"
+            )
         if self.format not in FORMATS:
             errs.append(f"prepare.format: one of {list(FORMATS)}, got {self.format!r}")
         if self.workers < 1:
@@ -82,14 +86,16 @@ class PrepareConfig:
             errs.append(
                 f"prepare.size_limit: must be in [seq_len ({self.seq_len}), 2**32), got {self.size_limit}"
             )
-        if self.compression and not self.compression.split(":")[0] in (
+        if self.compression and self.compression.split(":")[0] not in (
             "zstd",
             "gz",
             "br",
             "snappy",
             "bz2",
         ):
-            errs.append(f"prepare.compression: zstd, zstd:<level>, gz, br, bz2, snappy or '', got {self.compression!r}")
+            errs.append(
+                f"prepare.compression: zstd, zstd:<level>, gz, br, bz2, snappy or '', got {self.compression!r}"
+            )
         if list(self.hashes) != sorted(set(self.hashes)):
             errs.append(f"prepare.hashes: must be unique and sorted, got {self.hashes}")
         return errs

@@ -237,7 +237,9 @@ def build_loader(
         prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
         persistent_workers=False,
     )
-    return ByteLoader(ds, loader, dp_size=dp_size, micro_batch_size=micro_batch_size, seq_len=seq_len)
+    return ByteLoader(
+        ds, loader, dp_size=dp_size, micro_batch_size=micro_batch_size, seq_len=seq_len
+    )
 
 
 def iter_documents(path: str, cache: str | None = None) -> Iterator[tuple[str, bytes]]:
@@ -258,13 +260,19 @@ def iter_documents(path: str, cache: str | None = None) -> Iterator[tuple[str, b
         for i in range(ds.num_samples):
             s = ds.get_item(i)
             data, pos = s["data"], 0
-            for doc_id, off, ln, dsz in zip(s["doc_ids"], s["offsets"], s["lengths"], s["doc_sizes"]):
+            for doc_id, off, ln, dsz in zip(
+                s["doc_ids"], s["offsets"], s["lengths"], s["doc_sizes"]
+            ):
                 if doc_id != cur_id:
                     if cur_id is not None:
-                        raise DataError(f"{path}: document {cur_id} ends at {len(cur)} of {size} bytes")
+                        raise DataError(
+                            f"{path}: document {cur_id} ends at {len(cur)} of {size} bytes"
+                        )
                     cur_id, cur, size = doc_id, bytearray(), int(dsz)
                 if off != len(cur):
-                    raise DataError(f"{path}: document {doc_id} piece at {off}, expected {len(cur)}")
+                    raise DataError(
+                        f"{path}: document {doc_id} piece at {off}, expected {len(cur)}"
+                    )
                 cur += data[pos : pos + ln]
                 pos += int(ln)
                 if len(cur) == size:

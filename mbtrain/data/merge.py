@@ -9,6 +9,7 @@ very last file, so a dataset is either complete or visibly not.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 
 from mbtrain.data import storage
@@ -47,7 +48,14 @@ def merge(out: str) -> PrepareResult:
         lg.setLevel(logging.ERROR)
     try:
         for sp in SPLITS:
-            merge_index([storage.join(out, sp, n, "index.json") for n in names], storage.join(out, sp))
+            merged = storage.join(out, sp, "index.json")
+            if not storage.is_remote(out) and os.path.exists(merged):
+                os.remove(
+                    merged
+                )  # merge_index moves its result into place and refuses to overwrite
+            merge_index(
+                [storage.join(out, sp, n, "index.json") for n in names], storage.join(out, sp)
+            )
     finally:
         for lg, lv in zip(quiet, levels):
             lg.setLevel(lv)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 from mbtrain.data import storage
 from mbtrain.data.config import PrepareConfig
-from mbtrain.data.sources import SourceFile, expand_inputs, make_utf8, read_documents
+from mbtrain.data.sources import EMPTY, SourceFile, expand_inputs, make_utf8, read_documents
 from mbtrain.data.split import Splitter
 from mbtrain.data.windows import Windower
 from mbtrain.data.writer import PartWriter
@@ -64,6 +64,8 @@ class PrepareResult:
                 for sp in SPLITS
             )
         ]
+        if s.get("empty"):
+            lines.append(f"{len(s['empty'])} empty files/records ignored (listed in stats.json)")
         if s.get("utf8_replaced"):
             lines.append(f"{s['utf8_replaced']} records had invalid UTF-8 replaced by U+FFFD")
         sk = s.get("skipped", [])
@@ -86,6 +88,7 @@ def fingerprint(cfg: PrepareConfig, total_parts: int) -> dict:
     refused rather than silently mixed into this output."""
     return {
         "inputs": list(cfg.inputs),
+        "exclude": list(cfg.exclude),
         "seq_len": cfg.seq_len,
         "pack": cfg.pack,
         "text_field": cfg.text_field,
@@ -119,6 +122,7 @@ def empty_stats() -> dict:
         "samples": dict.fromkeys(SPLITS, 0),
         "sources": {},
         "skipped": [],
+        "empty": [],
         "utf8_replaced": 0,
     }
 
@@ -132,6 +136,7 @@ def add_stats(total: dict, part: dict) -> None:
         for k in t:
             t[k] += c[k]
     total["skipped"] += part["skipped"]
+    total["empty"] += part.get("empty", [])
     total["utf8_replaced"] += part["utf8_replaced"]
 
 
@@ -156,7 +161,10 @@ def run_part(
     stats["skipped"] = list(pre_skipped)
 
     def report(where: str, reason: str) -> None:
-        stats["skipped"].append({"where": where, "reason": reason})
+        if reason == EMPTY:  # nothing is lost: listed, but does not make the exit code 3
+            stats["empty"].append(where)
+        else:
+            stats["skipped"].append({"where": where, "reason": reason})
 
     utf8 = make_utf8(cfg.utf8_errors, report)
     splitter = Splitter(cfg.val_fraction, cfg.val_docs, cfg.seed)
@@ -233,7 +241,10 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     mine = list(range(cfg.worker_index * cfg.workers, (cfg.worker_index + 1) * cfg.workers))
     expansion_skips: list[dict] = []
     sources = expand_inputs(
-        cfg.inputs, cfg.format, lambda w, r: expansion_skips.append({"where": w, "reason": r})
+        cfg.inputs,
+        cfg.format,
+        lambda w, r: expansion_skips.append({"where": w, "reason": r}),
+        cfg.exclude,
     )
     if not sources:
         raise DataError(f"no input files found in {cfg.inputs}")

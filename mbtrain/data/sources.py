@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from mbtrain.errors import DataError
 
 Report = Callable[[str, str], None]
+EMPTY = "empty document"
+"""Reason of empty files/records: listed in stats["empty"], not counted as skipped data."""
 
 _JSONL = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz", ".jsonl.zst", ".ndjson.zst", ".json.gz")
 _PARQUET = (".parquet", ".pq")
@@ -148,7 +150,9 @@ def _glob_root(spec: str) -> str:
     return os.sep.join(root) or "."
 
 
-def expand_inputs(specs: list[str], forced_format: str, report: Report) -> list[SourceFile]:
+def expand_inputs(
+    specs: list[str], forced_format: str, report: Report, exclude: list[str] = ()
+) -> list[SourceFile]:
     """Resolve files, directories and globs into a sorted, de-duplicated list of sources.
 
     Raises DataError for a spec that names nothing at all (a typo should fail fast).
@@ -173,6 +177,13 @@ def expand_inputs(specs: list[str], forced_format: str, report: Report) -> list[
             found.append((spec_x, spec, os.path.dirname(spec_x) or "."))
         else:
             raise DataError(f"input {spec!r}: no such file or directory")
+    if exclude:
+        rxs = [_glob_regex(x) for x in exclude]
+        found = [
+            f
+            for f in found
+            if not any(r.match(os.path.relpath(f[0], f[2]).replace(os.sep, "/")) for r in rxs)
+        ]
     if not found:
         return []
     common = os.path.commonpath([os.path.abspath(r) for _, _, r in found])
@@ -293,7 +304,9 @@ def _lines_of(path: str) -> Iterator[bytes]:
             yield from f
 
 
-def read_jsonl(src: SourceFile, field: str, utf8: _Utf8, report: Report) -> Iterator[tuple[str, bytes]]:
+def read_jsonl(
+    src: SourceFile, field: str, utf8: _Utf8, report: Report
+) -> Iterator[tuple[str, bytes]]:
     lineno = 0
     try:
         for line in _lines_of(src.path):
@@ -319,7 +332,7 @@ def read_jsonl(src: SourceFile, field: str, utf8: _Utf8, report: Report) -> Iter
             if data is None:
                 continue
             if not data:
-                report(where, f"empty field {field!r}")
+                report(where, EMPTY)
                 continue
             yield f"{src.file_id}:{lineno}", data
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
@@ -376,7 +389,9 @@ def _column_batches(src: SourceFile, field: str, report: Report):
     return kind, batches()
 
 
-def read_table(src: SourceFile, field: str, utf8: _Utf8, report: Report) -> Iterator[tuple[str, bytes]]:
+def read_table(
+    src: SourceFile, field: str, utf8: _Utf8, report: Report
+) -> Iterator[tuple[str, bytes]]:
     import pyarrow as pa
 
     row = 0
@@ -387,13 +402,15 @@ def read_table(src: SourceFile, field: str, utf8: _Utf8, report: Report) -> Iter
         for col in batches:
             if kind == "text":
                 # Arrow strings are UTF-8 already: a zero-copy cast hands us the encoded bytes.
-                col = col.cast(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())
+                col = col.cast(
+                    pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary()
+                )
             for v in col.to_pylist():
                 where = f"{src.path}:row {row}"
                 if v is None:
                     report(where, f"field {field!r} is null")
                 elif not v:
-                    report(where, f"empty field {field!r}")
+                    report(where, EMPTY)
                 else:
                     yield f"{src.file_id}:{row}", v
                 row += 1
@@ -409,7 +426,7 @@ def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
         report(src.path, _os_reason(e))
         return
     if not data:
-        report(src.path, "empty file")
+        report(src.path, EMPTY)
         return
     yield src.file_id, data
 
@@ -422,7 +439,7 @@ def read_documents(
         try:
             with open(src.path, "rb") as f:
                 if not f.read(1):
-                    report(src.path, "empty file")
+                    report(src.path, EMPTY)
                     return
         except OSError as e:
             report(src.path, _os_reason(e))

@@ -64,7 +64,8 @@ def read_json(path: str, timeout: float = 60.0) -> Any | None:
         except FileNotFoundError:
             return None
         except Exception as e:  # botocore wraps 404s differently across versions
-            if "404" in str(e) or "Not Found" in str(e) or "NoSuchKey" in str(e):
+            msg = str(e).lower()
+            if "404" in msg or "not found" in msg or "nosuchkey" in msg:
                 return None
             raise
         if not os.path.exists(dest):

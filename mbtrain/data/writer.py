@@ -33,7 +33,9 @@ class PartWriter:
         self.final = storage.join(out, split, part)
         if storage.is_remote(out):
             self.tmp = None
-            local = os.path.join(stage_root or tempfile.mkdtemp(prefix="mbtrain-stage-"), split, part)
+            local = os.path.join(
+                stage_root or tempfile.mkdtemp(prefix="mbtrain-stage-"), split, part
+            )
             target = (local, self.final)
         else:
             self.tmp = os.path.join(out, split, f".{part}.tmp")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mbtrain.model.config import ModelConfig
 from mbtrain.model.layers import KVCache, TransformerStack, init_weights, trunc_normal_
-from mbtrain.model.loss import chunked_cross_entropy
+from mbtrain.model.loss import chunked_cross_entropy, chunked_nll
 from mbtrain.model.megabyte import N_BYTES
 
 
@@ -92,6 +92,12 @@ class ByteTransformer(nn.Module):
     def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
         return self.local_head(self.run_global(x), x, mask)
+
+    def nll(self, x: Tensor) -> Tensor:
+        """Per-byte NLL (B, T) in nats, chunked like `loss`, without autograd (for scoring)."""
+        return chunked_nll(
+            self.run_global(x), x, self.global_model.norm, self.head, self.cfg.loss_chunk_size
+        )
 
     def new_global_caches(self) -> list[KVCache]:
         return self.global_model.new_caches()

@@ -80,7 +80,7 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> ModelConfig:
-        """A model of a few thousand parameters for CPU tests (T=64, P=4, no dropout)."""
+        """A ~150K-parameter model for CPU tests (T=64, P=4, no dropout); overrides apply last."""
         base = cls(
             seq_len=64,
             patch_size=4,
@@ -152,21 +152,20 @@ class ModelConfig:
             ok += [positive(n) for n in ("global_layers", "global_heads", "local_layers")]
             ok += [positive("local_heads")]
             if all(ok):
-                if isinstance(self.seq_len, int) and self.seq_len > 0:
-                    if self.seq_len % self.patch_size:
-                        errs.append(
-                            f"model.patch_size: must divide model.seq_len ({self.seq_len}), "
-                            f"got {self.patch_size}"
-                        )
+                seq_ok = isinstance(self.seq_len, int) and self.seq_len > 0
+                if seq_ok and self.seq_len % self.patch_size:
+                    errs.append(
+                        f"model.patch_size: must divide model.seq_len ({self.seq_len}), "
+                        f"got {self.patch_size}"
+                    )
                 heads(
                     "global_heads",
                     self.global_width,
                     "model.patch_size * model.global_dim",
                 )
                 heads("local_heads", self.local_dim, "model.local_dim")
-        elif self.arch == "transformer":
-            if all([positive(n) for n in ("dim", "layers", "heads")]):
-                heads("heads", self.dim, "model.dim")
+        elif self.arch == "transformer" and all([positive(n) for n in ("dim", "layers", "heads")]):
+            heads("heads", self.dim, "model.dim")
         return errs
 
     @classmethod

@@ -18,7 +18,7 @@ length is not promised).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -190,33 +190,59 @@ def generate(
     gen = None
     if seed is not None:
         gen = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
+    dec = make_decoder(model)
+    if dec.limit is not None and x.shape[1] >= dec.limit:
+        raise ValueError(
+            f"prompt of {x.shape[1]} bytes leaves no room in model.seq_len ({dec.limit})"
+        )
+    # A separate generator function, so that bad arguments raise here, at the call.
+    return _generate(model, dec, x, max_bytes, temperature, top_k, top_p, gen, stops)
+
+
+def _generate(
+    model: nn.Module,
+    dec: _MegaByteDecoder | _TransformerDecoder,
+    x: Tensor,
+    max_bytes: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    gen: torch.Generator | None,
+    stops: list[bytes],
+) -> Iterator[int]:
+    logits = _quiet(model, dec.prefill, x)
+    pending = bytearray()
+    for i in range(max_bytes):
+        byte = sample_next(logits, temperature, top_k, top_p, gen)
+        pending.append(int(byte[0]))
+        hit = next((s for s in stops if pending.endswith(s)), None)
+        if hit is not None:
+            yield from pending[: len(pending) - len(hit)]
+            return
+        keep = _partial_stop(pending, stops)
+        yield from pending[: len(pending) - keep]
+        del pending[: len(pending) - keep]
+        if i + 1 == max_bytes or (dec.limit is not None and dec.n + 1 >= dec.limit):
+            break
+        logits = _quiet(model, dec.step, byte)
+    yield from pending
+
+
+def _quiet(model: nn.Module, fn: Callable[..., Tensor], *args: Tensor) -> Tensor:
+    """Run fn in eval mode without autograd, restoring the caller's mode before returning.
+
+    The caller's code runs between the yields of `generate`, so no grad-mode or train/eval
+    change may leak out of a step.
+    """
+    if not model.training:  # the usual case; model.train() walks every module, skip it
+        with torch.inference_mode():
+            return fn(*args)
     model.eval()
     try:
-        with torch.no_grad():
-            dec = make_decoder(model)
-            if dec.limit is not None and x.shape[1] >= dec.limit:
-                raise ValueError(
-                    f"prompt of {x.shape[1]} bytes leaves no room in model.seq_len ({dec.limit})"
-                )
-            logits = dec.prefill(x)
-            pending = bytearray()
-            for i in range(max_bytes):
-                byte = sample_next(logits, temperature, top_k, top_p, gen)
-                pending.append(int(byte[0]))
-                if any(pending.endswith(s) for s in stops):
-                    hit = next(s for s in stops if pending.endswith(s))
-                    yield from pending[: len(pending) - len(hit)]
-                    return
-                keep = _partial_stop(pending, stops)
-                yield from pending[: len(pending) - keep]
-                del pending[: len(pending) - keep]
-                if i + 1 == max_bytes or (dec.limit is not None and dec.n + 1 >= dec.limit):
-                    break
-                logits = dec.step(byte)
-            yield from pending
+        with torch.inference_mode():
+            return fn(*args)
     finally:
-        model.train(was_training)
+        model.train(True)
 
 
 def _partial_stop(buf: bytearray, stops: list[bytes]) -> int:

@@ -46,7 +46,8 @@ def rope_cos_sin(
 ) -> tuple[Tensor, Tensor]:
     """cos and sin tables (L, head_dim/2) for the given integer positions."""
     inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+        theta
+        ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
     )
     angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (L, hd/2)
     return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -60,24 +61,34 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class KVCache:
-    """Keys and values (B, H, L, hd) of one attention layer seen so far."""
+    """Keys and values (B, H, L, hd) of one attention layer seen so far.
+
+    Stored in a buffer that doubles when full, so appending one position costs amortised
+    O(1) instead of copying the whole cache (torch.cat) at every decoding step. For decoding
+    only (no autograd through the in-place writes).
+    """
 
     def __init__(self) -> None:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
-
-    @property
-    def length(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+        self.length = 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new positions and return all keys and values."""
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat([self.k, k], dim=2)
-            self.v = torch.cat([self.v, v], dim=2)
-        return self.k, self.v
+        new = k.shape[2]
+        end = self.length + new
+        if self.k is None or end > self.k.shape[2]:
+            cap = max(end, 2 * (0 if self.k is None else self.k.shape[2]), 64)
+            k_buf = k.new_empty(*k.shape[:2], cap, k.shape[3])
+            v_buf = v.new_empty(*v.shape[:2], cap, v.shape[3])
+            if self.k is not None:
+                k_buf[:, :, : self.length] = self.k[:, :, : self.length]
+                v_buf[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = k_buf, v_buf
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
 
 
 class Attention(nn.Module):

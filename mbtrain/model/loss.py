@@ -50,6 +50,17 @@ def chunked_nll_sum(
     return total
 
 
+def chunked_nll(hidden: Tensor, x: Tensor, norm: nn.Module, head: nn.Module, chunk: int) -> Tensor:
+    """Per-position NLL (B, T) in nats of x under hidden (B, T, D), without autograd."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, hidden.shape[1], chunk):
+            logits = head(norm(hidden[:, start : start + chunk])).float()  # (B, c, 256)
+            y = x[:, start : start + chunk]
+            out.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none"))
+    return torch.cat(out, dim=1)
+
+
 def chunked_cross_entropy(
     hidden: Tensor,
     x: Tensor,

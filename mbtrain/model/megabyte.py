@@ -16,6 +16,12 @@ local width D_L.
    K patches run as one batch of B*K sequences.
 7. A linear head over 256 byte values.
 
+Positions: with `pos: learned` (paper) only the global byte embedding gets a position term;
+the local model has none of its own, as in the paper, because the projected global slice
+it receives is already specific to the byte's position in the patch. With `pos: rope` there
+are no position parameters at all: rotary angles come from the patch index in the global
+model and from the byte-in-patch index in the local model, so any T works.
+
 Lengths that are not a multiple of P (prompts, document tails) are padded internally with
 zero vectors *after* embedding, never with a byte value: all 256 values are data. Padded
 positions sit after every real byte, so causality keeps them from touching real outputs,
@@ -41,7 +47,7 @@ from mbtrain.model.layers import (
     shift_right,
     trunc_normal_,
 )
-from mbtrain.model.loss import chunked_cross_entropy
+from mbtrain.model.loss import chunked_cross_entropy, chunked_nll
 
 N_BYTES = 256
 
@@ -145,6 +151,16 @@ class MegaByte(nn.Module):
     def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
         return self.local_head(self.run_global(x), x, mask)
+
+    def nll(self, x: Tensor) -> Tensor:
+        """Per-byte NLL (B, T) in nats, chunked like `loss`, without autograd (for scoring)."""
+        return chunked_nll(
+            self.local_hidden(self.run_global(x), x),
+            x,
+            self.local_model.norm,
+            self.head,
+            self.cfg.loss_chunk_size,
+        )
 
     # -- incremental decoding (used by mbtrain.model.generate) --------------------------------
 

@@ -27,7 +27,6 @@ from collections import defaultdict
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mbtrain.model.megabyte import MegaByte
@@ -71,8 +70,7 @@ def _span_nll(
         for i in range(0, len(group), batch_size):
             batch = group[i : i + batch_size]
             x = torch.stack([data[b:e] for b, e in batch])  # (n, L)
-            logits = model(x).float()  # (n, L, 256)
-            nll = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (n, L)
+            nll = model.nll(x)  # (n, L), chunked: no (n, L, 256) logits at long contexts
             out.update(zip(batch, nll.cpu()))
     return out
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,9 @@ from mbtrain.monitor.config import LoggingConfig
 
 
 def new_run_id() -> str:
-    import wandb
-
-    return wandb.util.generate_id()
+    # `secrets`, not `random`: drawing the id must not move the run's seeded generators.
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 class WandbLogger:

@@ -1,7 +1,15 @@
 """Parallelism applied from outside the model: topology, tensor and pipeline parallelism.
 
 `apply_parallelism` is the one place where a plain model becomes a parallel one; the model
-package never imports torch.distributed.
+package never imports torch.distributed. The order of its steps, and why:
+
+1. process groups from the topology (DeepSpeed's grid): every later step needs the groups;
+2. tensor parallelism on the full, seeded model: sharded linears slice the full weights, so
+   the full model must exist first, and pipeline stages then hold already-sharded blocks;
+3. pipeline stages (DeepSpeed `PipelineModule`) over the sharded blocks;
+4. the caller hands the result to `deepspeed.initialize`, which adds ZeRO data parallelism
+   (with a pipeline DeepSpeed takes the PipelineModule's grid as its mpu, built from the
+   same topology).
 """
 
 from __future__ import annotations
@@ -14,29 +22,62 @@ from mbtrain.parallel.config import ParallelConfig
 
 
 def apply_parallelism(module: nn.Module, cfg: ParallelConfig, layout) -> tuple[nn.Module, object | None]:
-    """Return (module, mpu) for `deepspeed.initialize`; mpu is None without model parallelism."""
-    if cfg.tensor == 1 and cfg.pipeline == 1:
-        return module, None
-    from mbtrain.errors import ConfigError
+    """Return (module, mpu); mpu is None without model parallelism.
 
-    raise ConfigError(
-        f"parallel.tensor={cfg.tensor} / parallel.pipeline={cfg.pipeline}: model parallelism is "
-        "not available in this build; use parallel.tensor=1 parallel.pipeline=1"
+    `module` is the LossModule around the model. With a pipeline the result is a
+    `PipelineModule`, and the mpu must not be passed to `deepspeed.initialize` (DeepSpeed
+    uses the module's grid); it still answers the data-parallel rank for the data loader.
+    """
+    if layout.tensor == 1 and layout.pipeline == 1:
+        return module, None
+    from mbtrain.parallel.tensor import apply_tensor_parallel
+    from mbtrain.parallel.topology import build_mpu
+
+    mpu = build_mpu(layout.pipeline, layout.data, layout.tensor)
+    model = module.model
+    apply_tensor_parallel(
+        model,
+        mpu.get_tensor_model_parallel_group(),
+        mpu.get_tensor_model_parallel_rank(),
+        layout.tensor,
+        split_local=cfg.split_local,
     )
+    if layout.pipeline == 1:
+        return module, mpu
+    from mbtrain.parallel.pipeline import build_pipeline_module
+
+    return build_pipeline_module(model, mpu.topology), mpu
+
+
+def is_pipeline(module: nn.Module) -> bool:
+    from deepspeed.pipe import PipelineModule
+
+    return isinstance(module, PipelineModule)
 
 
 def grad_norm_sq(module: nn.Module, mpu: object | None) -> float:
-    """Squared global gradient norm: sharded parameters summed over their tensor group."""
-    local = torch.zeros(1, dtype=torch.float64)
-    sharded = torch.zeros(1, dtype=torch.float64)
-    for p in module.parameters():
-        if p.grad is None:
-            continue
+    """Squared global gradient norm of one model replica.
+
+    Sharded parameters are summed over their tensor group; replicated ones are counted once
+    (identical on every tensor rank); pipeline stages hold disjoint parameters, so the sum
+    runs over the pipeline group too.
+    """
+    params = [p for p in module.parameters() if p.grad is not None]
+    device = params[0].grad.device if params else torch.device("cpu")
+    # On the gradients' device: NCCL reduces only device tensors.
+    local = torch.zeros(1, dtype=torch.float64, device=device)
+    sharded = torch.zeros(1, dtype=torch.float64, device=device)
+    for p in params:
         sq = p.grad.detach().double().pow(2).sum()
         if getattr(p, "tensor_model_parallel", False):
-            sharded += sq.cpu()
+            sharded += sq
         else:
-            local += sq.cpu()
+            local += sq
     if mpu is not None and dist.is_initialized():
-        dist.all_reduce(sharded, group=mpu.get_model_parallel_group())
+        if mpu.get_tensor_model_parallel_world_size() > 1:
+            dist.all_reduce(sharded, group=mpu.get_tensor_model_parallel_group())
+        total = local + sharded
+        if mpu.get_pipe_parallel_world_size() > 1:
+            dist.all_reduce(total, group=mpu.get_pipe_parallel_group())
+        return float(total.item())
     return float((local + sharded).item())

@@ -14,6 +14,7 @@ DeepSpeed owns gradient accumulation: every micro-batch goes through `engine.bac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -334,6 +335,7 @@ class Trainer:
             "pipeline": self.layout.pipeline,
             "data": self.layout.data,
             "zero_stage": self.cfg.parallel.zero_stage,
+            "model": dataclasses.asdict(self.cfg.model),
         }
         path = self.ckpt.save(self.engine, self.state.step, client, rank_state, info)
         self.last_saved_step = self.state.step

@@ -27,7 +27,9 @@ def slurm_cluster() -> str:
     try:
         proc = subprocess.run(
             ["bash", str(REPO / "cluster" / "slurm_up.sh")],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         proc, err = None, str(e)
@@ -39,14 +41,20 @@ def slurm_cluster() -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     conf = next(
-        line.split("=", 1)[1] for line in proc.stdout.splitlines() if line.startswith("export SLURM_CONF=")
+        line.split("=", 1)[1]
+        for line in proc.stdout.splitlines()
+        if line.startswith("export SLURM_CONF=")
     )
     os.environ["SLURM_CONF"] = conf
     return conf
 
 
-def _wait_job(job_id: str, until=lambda rec: rec.get("JobState") in TERMINAL, timeout: float = 120.0,
-              poll: float = 0.5) -> dict:
+def _wait_job(
+    job_id: str,
+    until=lambda rec: rec.get("JobState") in TERMINAL,
+    timeout: float = 120.0,
+    poll: float = 0.5,
+) -> dict:
     """Poll `scontrol show job` until `until(record)`; fail with the record on timeout."""
     deadline = time.monotonic() + timeout
     rec: dict = {}

@@ -21,9 +21,25 @@ t = torch.tensor([float(rank + 1)])
 dist.all_reduce(t)
 names = [None] * world
 dist.all_gather_object(names, os.environ.get("SLURM_NODEID", "?"))
-keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-        "OMP_NUM_THREADS", "SLURM_JOB_ID")
-(out / f"rank{rank}.json").write_text(json.dumps(
-    {"sum": t.item(), "world": world, "node_ids": names, "env": {k: os.environ.get(k) for k in keys},
-     "torch_threads": torch.get_num_threads()}))
+keys = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "OMP_NUM_THREADS",
+    "SLURM_JOB_ID",
+)
+(out / f"rank{rank}.json").write_text(
+    json.dumps(
+        {
+            "sum": t.item(),
+            "world": world,
+            "node_ids": names,
+            "env": {k: os.environ.get(k) for k in keys},
+            "torch_threads": torch.get_num_threads(),
+        }
+    )
+)
 dist.destroy_process_group()

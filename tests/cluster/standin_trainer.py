@@ -24,13 +24,22 @@ start = 0
 if (ckpt / "latest").is_file():
     start = int((ckpt / "latest").read_text().strip().split("_")[1])
 restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-print(f"standin: start at step {start}, restart {restart}, RANK={os.environ.get('RANK')}", flush=True)
+print(
+    f"standin: start at step {start}, restart {restart}, RANK={os.environ.get('RANK')}", flush=True
+)
 t0 = time.time()
 for step in range(start + 1, steps + 1):
     time.sleep(step_s)
     with open(run_dir / "metrics.jsonl", "a") as f:
-        rec = {"step": step, "loss": 1.0 / step, "bpb": 1.5 / step, "bytes_per_s": 1000.0 * step,
-               "eta_s": (steps - step) * step_s, "restart": restart, "time": time.time()}
+        rec = {
+            "step": step,
+            "loss": 1.0 / step,
+            "bpb": 1.5 / step,
+            "bytes_per_s": 1000.0 * step,
+            "eta_s": (steps - step) * step_s,
+            "restart": restart,
+            "time": time.time(),
+        }
         f.write(json.dumps(rec) + "\n")
         if step % 5 == 0:
             f.write(json.dumps({"step": step, "val_bpb": 2.0 / step}) + "\n")

@@ -12,15 +12,32 @@ from mbtrain.cluster.config import ClusterConfig, parse_time
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("00:00:30", 30), ("01:00:00", 3600), ("48:00:00", 172800), ("2-00:00:00", 172800),
-     ("1-12:30:15", 131415)],
+    [
+        ("00:00:30", 30),
+        ("01:00:00", 3600),
+        ("48:00:00", 172800),
+        ("2-00:00:00", 172800),
+        ("1-12:30:15", 131415),
+    ],
 )
 def test_parse_time(text, seconds):
     assert parse_time(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["60", "1:00", "01:60:00", "00:00:60", "1-24:00:00", "00:00:00",
-                                 "1h", "", "01:00:00\n#SBATCH --x"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "60",
+        "1:00",
+        "01:60:00",
+        "00:00:60",
+        "1-24:00:00",
+        "00:00:00",
+        "1h",
+        "",
+        "01:00:00\n#SBATCH --x",
+    ],
+)
 def test_parse_time_rejects(bad):
     with pytest.raises(ValueError):
         parse_time(bad)
@@ -28,20 +45,46 @@ def test_parse_time_rejects(bad):
 
 def test_defaults_valid():
     assert ClusterConfig().validate() == []
-    assert ClusterConfig(nodes=4, tasks_per_node=8, gpus_per_node=8, partition="gpu",
-                         constraint="a100|h100", time="2-00:00:00").validate() == []
+    assert (
+        ClusterConfig(
+            nodes=4,
+            tasks_per_node=8,
+            gpus_per_node=8,
+            partition="gpu",
+            constraint="a100|h100",
+            time="2-00:00:00",
+        ).validate()
+        == []
+    )
 
 
 def test_reports_every_problem():
-    cfg = ClusterConfig(nodes=0, tasks_per_node=2, gpus_per_node=4, cpus_per_task=0,
-                        time="25:99", signal_seconds=0, partition="gpu\n#SBATCH --x",
-                        account="a b", sbatch_extra=["mem=0", "--x\n--y"], max_restarts=-1)
+    cfg = ClusterConfig(
+        nodes=0,
+        tasks_per_node=2,
+        gpus_per_node=4,
+        cpus_per_task=0,
+        time="25:99",
+        signal_seconds=0,
+        partition="gpu\n#SBATCH --x",
+        account="a b",
+        sbatch_extra=["mem=0", "--x\n--y"],
+        max_restarts=-1,
+    )
     errors = cfg.validate()
     fields = {e.split(":")[0] for e in errors}
-    assert fields >= {"cluster.nodes", "cluster.cpus_per_task", "cluster.tasks_per_node",
-                      "cluster.time", "cluster.signal_seconds", "cluster.partition",
-                      "cluster.account", "cluster.sbatch_extra[0]", "cluster.sbatch_extra[1]",
-                      "cluster.max_restarts"}, errors
+    assert fields >= {
+        "cluster.nodes",
+        "cluster.cpus_per_task",
+        "cluster.tasks_per_node",
+        "cluster.time",
+        "cluster.signal_seconds",
+        "cluster.partition",
+        "cluster.account",
+        "cluster.sbatch_extra[0]",
+        "cluster.sbatch_extra[1]",
+        "cluster.max_restarts",
+    }, errors
     assert all(e.startswith("cluster.") for e in errors)
 
 

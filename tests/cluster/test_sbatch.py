@@ -25,8 +25,12 @@ from mbtrain.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = Path(__file__).with_name("standin_trainer.py")
-HOSTILE_NAMES = ['x"; touch /tmp/pwned-{u}; echo "', "$(touch /tmp/pwned-{u})", "`touch /tmp/pwned-{u}`",
-                 "a'b\nc; touch /tmp/pwned-{u}"]
+HOSTILE_NAMES = [
+    'x"; touch /tmp/pwned-{u}; echo "',
+    "$(touch /tmp/pwned-{u})",
+    "`touch /tmp/pwned-{u}`",
+    "a'b\nc; touch /tmp/pwned-{u}",
+]
 
 
 def sbatch_options(script: str) -> list[str]:
@@ -34,24 +38,52 @@ def sbatch_options(script: str) -> list[str]:
 
 
 def test_render_options():
-    cfg = ClusterConfig(nodes=2, tasks_per_node=4, gpus_per_node=4, cpus_per_task=8, partition="gpu",
-                        account="proj", qos="high", time="1-00:00:00", constraint="a100|h100",
-                        sbatch_extra=["--mem=0", "--exclusive"], signal_seconds=300, max_restarts=5,
-                        setup=["module load cuda/12.4"])
-    script = render_train_script(cfg, "/runs/r1", ["python", "-m", "x"], python="/usr/bin/python3",
-                                 job_name="my run")
+    cfg = ClusterConfig(
+        nodes=2,
+        tasks_per_node=4,
+        gpus_per_node=4,
+        cpus_per_task=8,
+        partition="gpu",
+        account="proj",
+        qos="high",
+        time="1-00:00:00",
+        constraint="a100|h100",
+        sbatch_extra=["--mem=0", "--exclusive"],
+        signal_seconds=300,
+        max_restarts=5,
+        setup=["module load cuda/12.4"],
+    )
+    script = render_train_script(
+        cfg, "/runs/r1", ["python", "-m", "x"], python="/usr/bin/python3", job_name="my run"
+    )
     opts = sbatch_options(script)
-    for expected in ["--job-name=my_run", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4",
-                     "--cpus-per-task=8", "--partition=gpu", "--account=proj", "--qos=high",
-                     "--time=1-00:00:00", "--constraint=a100|h100", "--mem=0", "--exclusive",
-                     "--open-mode=append", "--signal=B:USR1@300", "--requeue",
-                     "--output=slurm/slurm-%j.out", "--error=slurm/slurm-%j.err"]:
+    for expected in [
+        "--job-name=my_run",
+        "--nodes=2",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
+        "--cpus-per-task=8",
+        "--partition=gpu",
+        "--account=proj",
+        "--qos=high",
+        "--time=1-00:00:00",
+        "--constraint=a100|h100",
+        "--mem=0",
+        "--exclusive",
+        "--open-mode=append",
+        "--signal=B:USR1@300",
+        "--requeue",
+        "--output=slurm/slurm-%j.out",
+        "--error=slurm/slurm-%j.err",
+    ]:
         assert expected in opts, (expected, opts)
     assert "module load cuda/12.4" in script
     assert "max_restarts=5" in script
     assert "srun --nodes=2 --ntasks-per-node=4 --cpus-per-task=8" in script
     # #SBATCH lines must all come before the first command, or sbatch ignores them.
-    first_cmd = next(i for i, line in enumerate(script.splitlines()) if line and not line.startswith("#"))
+    first_cmd = next(
+        i for i, line in enumerate(script.splitlines()) if line and not line.startswith("#")
+    )
     last_opt = max(i for i, line in enumerate(script.splitlines()) if line.startswith("#SBATCH"))
     assert last_opt < first_cmd
 
@@ -62,9 +94,11 @@ def test_cpu_job_has_no_gpu_option():
 
 
 def test_invalid_config_refused_before_rendering():
-    with pytest.raises(ConfigError, match="cluster.partition"):
-        render_train_script(ClusterConfig(partition="a\n#SBATCH --x"), "/r", ["true"], python="p", job_name="r")
-    with pytest.raises(ConfigError, match="cluster.time"):
+    with pytest.raises(ConfigError, match=r"cluster\.partition"):
+        render_train_script(
+            ClusterConfig(partition="a\n#SBATCH --x"), "/r", ["true"], python="p", job_name="r"
+        )
+    with pytest.raises(ConfigError, match=r"cluster\.time"):
         submit("/tmp/r", ClusterConfig(time="forever"), ["true"], dry_run=True)
 
 
@@ -74,6 +108,7 @@ def test_safe_job_name():
 
 
 # --- the rendered script, run by bash with a fake srun and scontrol --------------------------
+
 
 @pytest.fixture
 def fake_slurm(tmp_path):
@@ -85,8 +120,12 @@ def fake_slurm(tmp_path):
     (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$*" >> {log}\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "77",
-           "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "77",
+        "PYTHONPATH": str(REPO),
+    }
     for key in ("SLURM_RESTART_COUNT", "SLURM_PROCID", "RANK", "WORLD_SIZE"):
         env.pop(key, None)
     return env, log
@@ -108,8 +147,16 @@ def test_hostile_names_cannot_inject(tmp_path, fake_slurm, template):
     run_dir = tmp_path / name.replace("/", "_")  # the run directory carries the name too
     run_dir.mkdir()
     out = tmp_path / "argv.json"
-    command = [sys.executable, "-c", "import json,os,sys; json.dump([sys.argv[1:], os.environ['MBTRAIN_RUN_NAME'], "
-               "os.getcwd()], open(sys.argv[1], 'w'))", str(out), name, "$HOME", "*"]
+    command = [
+        sys.executable,
+        "-c",
+        "import json,os,sys; json.dump([sys.argv[1:], os.environ['MBTRAIN_RUN_NAME'], "
+        "os.getcwd()], open(sys.argv[1], 'w'))",
+        str(out),
+        name,
+        "$HOME",
+        "*",
+    ]
     path = _write_script(run_dir, ClusterConfig(), command, name)
     proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -137,9 +184,15 @@ def test_usr1_forwarded_checkpoint_and_requeue(tmp_path, fake_slurm, restart_cou
     env, log = fake_slurm
     env["SLURM_RESTART_COUNT"] = str(restart_count)
     run_dir = tmp_path / "run"
-    path = _write_script(run_dir, ClusterConfig(max_restarts=3),
-                         [sys.executable, str(STANDIN), str(run_dir), "200", "0.05"], "run")
-    proc = subprocess.Popen(["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    path = _write_script(
+        run_dir,
+        ClusterConfig(max_restarts=3),
+        [sys.executable, str(STANDIN), str(run_dir), "200", "0.05"],
+        "run",
+    )
+    proc = subprocess.Popen(
+        ["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 30
     while len(_metrics_steps(run_dir)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -162,7 +215,9 @@ def test_usr1_forwarded_checkpoint_and_requeue(tmp_path, fake_slurm, restart_cou
 def test_exit_code_propagates(tmp_path, fake_slurm):
     env, log = fake_slurm
     run_dir = tmp_path / "run"
-    path = _write_script(run_dir, ClusterConfig(), [sys.executable, "-c", "raise SystemExit(3)"], "run")
+    path = _write_script(
+        run_dir, ClusterConfig(), [sys.executable, "-c", "raise SystemExit(3)"], "run"
+    )
     proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
     assert not log.exists()
@@ -171,8 +226,12 @@ def test_exit_code_propagates(tmp_path, fake_slurm):
 
 def test_prepare_array_scripts():
     array, merge = submit_prepare_array(
-        "/data/out", ClusterConfig(cpus_per_task=2, time="02:00:00"), ["python", "-m", "prep", "a b"],
-        ["python", "-m", "prep", "--merge"], workers=4, dry_run=True,
+        "/data/out",
+        ClusterConfig(cpus_per_task=2, time="02:00:00"),
+        ["python", "-m", "prep", "a b"],
+        ["python", "-m", "prep", "--merge"],
+        workers=4,
+        dry_run=True,
     )
     assert "--array=0-3" in sbatch_options(array)
     assert "--cpus-per-task=2" in sbatch_options(array)

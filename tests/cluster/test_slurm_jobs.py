@@ -34,23 +34,33 @@ def _metrics_steps(run_dir: Path) -> list[int]:
     return [json.loads(x)["step"] for x in path.read_text().splitlines() if '"loss"' in x]
 
 
-def test_gloo_two_tasks(slurm_cluster, tmp_path, wait_job, job_output):
+@pytest.mark.parametrize("nodes, tasks_per_node", [(1, 2), (2, 1)])
+def test_gloo_across_srun_tasks(
+    slurm_cluster, tmp_path, wait_job, job_output, nodes, tasks_per_node
+):
+    """(1, 2): two ranks on one node; (2, 1): one rank on each of the nodes n1 and n2."""
     run_dir = tmp_path / "gloo run"
-    cfg = ClusterConfig(tasks_per_node=2, cpus_per_task=1, time="00:05:00", signal_seconds=30)
-    job_id = submit(run_dir, cfg, [sys.executable, str(GLOO), str(run_dir / "out")], job_name="gloo")
+    cfg = ClusterConfig(
+        nodes=nodes, tasks_per_node=tasks_per_node, time="00:05:00", signal_seconds=30
+    )
+    job_id = submit(
+        run_dir, cfg, [sys.executable, str(GLOO), str(run_dir / "out")], job_name="gloo"
+    )
     assert read_jobs(run_dir)[-1]["job_id"] == job_id
     assert (run_dir / "code" / "mbtrain" / "cluster" / "env.py").is_file()
     rec = wait_job(job_id, timeout=150)
     assert rec["JobState"] == "COMPLETED", job_output(run_dir)
-    results = [json.loads((run_dir / "out" / f"rank{r}.json").read_text()) for r in range(2)]
+    world = nodes * tasks_per_node
+    results = [json.loads((run_dir / "out" / f"rank{r}.json").read_text()) for r in range(world)]
     for r, res in enumerate(results):
-        assert res["sum"] == 3.0 and res["world"] == 2
+        assert res["sum"] == world * (world + 1) / 2 and res["world"] == world
         env = res["env"]
-        assert env["RANK"] == env["LOCAL_RANK"] == str(r)
-        assert env["WORLD_SIZE"] == env["LOCAL_WORLD_SIZE"] == "2"
-        assert env["MASTER_ADDR"] == "127.0.0.1"  # node "n1" is not a DNS name: its NodeAddr
+        assert env["RANK"] == str(r) and env["LOCAL_RANK"] == str(r % tasks_per_node)
+        assert env["WORLD_SIZE"] == str(world) and env["LOCAL_WORLD_SIZE"] == str(tasks_per_node)
+        assert env["MASTER_ADDR"] == "127.0.0.1"  # node names are not DNS names: their NodeAddr
         assert env["MASTER_PORT"] == str(10000 + int(job_id) % 50000)
         assert env["OMP_NUM_THREADS"] == "1" and res["torch_threads"] == 1
+        assert res["node_ids"] == [str(i // tasks_per_node) for i in range(world)]
     status = run_status(run_dir)
     assert status["state"] == "COMPLETED" and status["source"] == "slurm"
     assert "COMPLETED" in format_status(status)
@@ -59,12 +69,20 @@ def test_gloo_two_tasks(slurm_cluster, tmp_path, wait_job, job_output):
 def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
     run_dir = tmp_path / "preempt"
     steps = 40
-    job_id = submit(run_dir, ClusterConfig(time="00:10:00", signal_seconds=30, max_restarts=2),
-                    [sys.executable, str(STANDIN), str(run_dir), str(steps), "0.1"], job_name="preempt")
-    wait_job(job_id, lambda r: r["JobState"] == "RUNNING" and len(_metrics_steps(run_dir)) >= 5, timeout=60,
-             poll=0.2)
+    job_id = submit(
+        run_dir,
+        ClusterConfig(time="00:10:00", signal_seconds=30, max_restarts=2),
+        [sys.executable, str(STANDIN), str(run_dir), str(steps), "0.1"],
+        job_name="preempt",
+    )
+    wait_job(
+        job_id,
+        lambda r: r["JobState"] == "RUNNING" and len(_metrics_steps(run_dir)) >= 5,
+        timeout=60,
+        poll=0.2,
+    )
     running = run_status(run_dir)
-    assert running["state"] == "RUNNING" and running["nodes"] == "n1"
+    assert running["state"] == "RUNNING" and running["nodes"] in ("n1", "n2")
     assert "RUNNING" in format_status(running) and running["step"] >= 5
 
     # What Slurm does ahead of the time limit with --signal=B:USR1@N: signal the batch shell.
@@ -77,8 +95,12 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
     assert requeued["restarts"] == 1 and requeued["checkpoint"] == tag
     print(f"\nrequeued state: {rec['JobState']} ({rec.get('Reason')})")
 
-    rec = wait_job(job_id, lambda r: r["JobState"] == "RUNNING" and int(r.get("Restarts", 0)) == 1,
-                   timeout=90, poll=0.2)
+    rec = wait_job(
+        job_id,
+        lambda r: r["JobState"] == "RUNNING" and int(r.get("Restarts", 0)) == 1,
+        timeout=90,
+        poll=0.2,
+    )
     t_resumed = time.monotonic()
     rec = wait_job(job_id, timeout=90)
     assert rec["JobState"] == "COMPLETED", job_output(run_dir)
@@ -88,15 +110,23 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
     # The resumed job starts right after the checkpoint: every step exactly once.
     assert steps_seen == list(range(1, steps + 1)), steps_seen
     assert saved < steps and (run_dir / "finished").exists()
-    restarts = [json.loads(x)["restart"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()
-                if '"loss"' in x]
+    restarts = [
+        json.loads(x)["restart"]
+        for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in x
+    ]
     assert restarts[saved - 1] == 0 and restarts[saved] == 1
-    events = [json.loads(x)["action"] for x in (run_dir / "slurm" / "events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(x)["action"]
+        for x in (run_dir / "slurm" / "events.jsonl").read_text().splitlines()
+    ]
     assert events == ["start", "requeue", "start", "done"], events
     out = job_output(run_dir)
     assert "forwarding to the job step" in out and "requeueing job" in out
     final = run_status(run_dir)
-    assert final["state"] == "COMPLETED" and final["step"] == steps and final["val_bpb"] == 2.0 / steps
+    assert (
+        final["state"] == "COMPLETED" and final["step"] == steps and final["val_bpb"] == 2.0 / steps
+    )
 
 
 def test_status_pending_failed_and_cancel(slurm_cluster, tmp_path, wait_job):
@@ -122,16 +152,26 @@ def test_status_without_slurm_record(tmp_path):
     """Once Slurm forgot the job, the run directory alone answers."""
     run_dir = tmp_path / "old"
     (run_dir / "slurm").mkdir(parents=True)
-    (run_dir / "slurm" / "jobs.jsonl").write_text(json.dumps({"job_id": "99999999", "kind": "train"}) + "\n")
+    (run_dir / "slurm" / "jobs.jsonl").write_text(
+        json.dumps({"job_id": "99999999", "kind": "train"}) + "\n"
+    )
     (run_dir / "slurm" / "events.jsonl").write_text(
-        json.dumps({"job_id": "99999999", "restart": 1, "action": "done", "rc": 0}) + "\n")
-    (run_dir / "metrics.jsonl").write_text('{"step": 10, "loss": 2.5, "bpb": 3.6, "bytes_per_s": 5e6, "eta_s": 0}\n'
-                                           '{"step": 10, "val_bpb": 3.7}\n')
+        json.dumps({"job_id": "99999999", "restart": 1, "action": "done", "rc": 0}) + "\n"
+    )
+    (run_dir / "metrics.jsonl").write_text(
+        '{"step": 10, "loss": 2.5, "bpb": 3.6, "bytes_per_s": 5e6, "eta_s": 0}\n'
+        '{"step": 10, "val_bpb": 3.7}\n'
+    )
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "latest").write_text("step_10\n")
     status = run_status(run_dir)
     assert status["source"] == "run_dir" and status["state"] == "COMPLETED"
-    assert (status["step"], status["loss"], status["val_bpb"], status["checkpoint"]) == (10, 2.5, 3.7, "step_10")
+    assert (status["step"], status["loss"], status["val_bpb"], status["checkpoint"]) == (
+        10,
+        2.5,
+        3.7,
+        "step_10",
+    )
     text = format_status(status)
     assert "5.000 MB/s" in text and "step_10" in text
 
@@ -139,13 +179,21 @@ def test_status_without_slurm_record(tmp_path):
 def test_prepare_array_then_merge(slurm_cluster, tmp_path, wait_job, job_output):
     run_dir = tmp_path / "prep"
     out = run_dir / "parts"
-    worker = [sys.executable, "-c",
-              "import sys, pathlib; a = sys.argv[1:]; p = pathlib.Path(a[0]); p.mkdir(parents=True, exist_ok=True); "
-              "i, n = a[a.index('--worker-index') + 1], a[a.index('--worker-count') + 1]; "
-              "(p / f'part{i}of{n}').write_text(i)", str(out)]
-    merge = [sys.executable, "-c",
-             "import sys, pathlib; p = pathlib.Path(sys.argv[1]); parts = sorted(x.name for x in p.iterdir()); "
-             "assert parts == ['part0of2', 'part1of2'], parts; (p / 'merged').write_text(' '.join(parts))", str(out)]
+    worker = [
+        sys.executable,
+        "-c",
+        "import sys, pathlib; a = sys.argv[1:]; p = pathlib.Path(a[0]); p.mkdir(parents=True, exist_ok=True); "
+        "i, n = a[a.index('--worker-index') + 1], a[a.index('--worker-count') + 1]; "
+        "(p / f'part{i}of{n}').write_text(i)",
+        str(out),
+    ]
+    merge = [
+        sys.executable,
+        "-c",
+        "import sys, pathlib; p = pathlib.Path(sys.argv[1]); parts = sorted(x.name for x in p.iterdir()); "
+        "assert parts == ['part0of2', 'part1of2'], parts; (p / 'merged').write_text(' '.join(parts))",
+        str(out),
+    ]
     array_id, merge_id = submit_prepare_array(run_dir, CPU, worker, merge, workers=2)
     rec = wait_job(merge_id, timeout=90)
     assert rec["JobState"] == "COMPLETED", job_output(run_dir)

@@ -1,3 +1,4 @@
+import itertools
 from dataclasses import fields
 
 import pytest
@@ -24,10 +25,10 @@ def test_every_field_has_a_docstring():
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelConfig")
     body = cls.body
     documented = set()
-    for a, b in zip(body, body[1:]):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr):
-            if isinstance(b.value, ast.Constant) and isinstance(b.value.value, str):
-                documented.add(a.target.id)
+    for a, b in itertools.pairwise(body):
+        is_doc = isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)
+        if isinstance(a, ast.AnnAssign) and is_doc and isinstance(b.value.value, str):
+            documented.add(a.target.id)
     assert documented == {f.name for f in fields(ModelConfig)}
 
 
@@ -46,9 +47,10 @@ def test_all_problems_reported_at_once():
 
 
 def test_baseline_heads_and_rope_head_dim():
-    assert "model.heads: must divide model.dim (1024), got 3" in ModelConfig(
-        arch="transformer", heads=3
-    ).validate()
+    assert (
+        "model.heads: must divide model.dim (1024), got 3"
+        in ModelConfig(arch="transformer", heads=3).validate()
+    )
     errs = ModelConfig.tiny(pos="rope", local_dim=36, local_heads=12).validate()
     assert any("must be even for pos: rope" in e for e in errs)
 

@@ -66,4 +66,11 @@ def test_learned_positions_stop_at_seq_len():
     model = build_model(ModelConfig.tiny(seq_len=16))
     assert len(list(generate(model, b"0123456789", max_bytes=100))) == 6
     with pytest.raises(ValueError, match="seq_len"):
-        list(generate(model, bytes(16), max_bytes=1))
+        generate(model, bytes(16), max_bytes=1)  # raises at the call, not at first next()
+
+
+def test_caller_state_is_untouched_between_yields():
+    model = build_model(ModelConfig.tiny(dropout=0.1)).train()
+    for _ in generate(model, b"abc", max_bytes=9, seed=0):
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        assert model.training

@@ -72,6 +72,15 @@ def test_chunked_loss_equals_full_cross_entropy(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_loss_never_builds_all_logits_at_once(arch):
+    model = build_model(ModelConfig.tiny(arch=arch, loss_chunk_size=8))
+    rows = []
+    model.head.register_forward_hook(lambda _m, _i, out: rows.append(out.shape[0]))
+    model.loss(torch.randint(0, 256, (2, 40))).backward()
+    assert rows and max(rows) <= 2 * 8  # B * chunk rows of logits per head call
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_loss_mask_ignores_masked_positions(arch):
     model = build_model(ModelConfig.tiny(arch=arch))
     x = torch.randint(0, 256, (2, 20))
@@ -177,3 +186,12 @@ def test_all_256_byte_values_learnable(arch):
             break
     assert loss.item() < 0.05
     assert torch.equal(model(x).argmax(-1)[0, [5, 17, 30]], torch.tensor([0x00, 0xFF, 0x00]))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_per_byte_nll_matches_forward(arch):
+    model = build_model(ModelConfig.tiny(arch=arch, loss_chunk_size=5)).eval()
+    x = torch.randint(0, 256, (2, 19))
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x).transpose(1, 2), x, reduction="none")
+    torch.testing.assert_close(model.nll(x), expected)

@@ -1,0 +1,116 @@
+"""`mbtrain eval | generate | export | plot`: using a run after (or during) training.
+
+Each reads a run directory, a checkpoint directory or an export directory; none needs the
+training config or the parallel layout the model was trained with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="bits per byte on held-out data, beside gzip/bzip2/xz")
+    p.add_argument("model", help="run directory, checkpoint directory or export directory")
+    p.add_argument("data", nargs="+", help="MDS split(s) (e.g. out/val), files or directories")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--mode", action="append", choices=["basic", "sliding", "strided"],
+                   help="inference mode(s) (default: all three)")
+    p.add_argument("--context", type=int, default=None, help="context bytes (default: model.seq_len)")
+    p.add_argument("--stride", type=int, default=None, help="stride of sliding/strided windows")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-bytes", type=int, default=None, help="evaluate on at most this many bytes")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--output", "-o", default=None, help="JSON result (default: <run dir>/eval.json or ./eval.json)")
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("generate", help="sample bytes from a trained model (streamed as produced)")
+    p.add_argument("model", help="run directory, checkpoint directory or export directory")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", default="", help="prompt text (UTF-8)")
+    src.add_argument("--prompt-file", default=None, help="prompt bytes from a file (any bytes)")
+    p.add_argument("--max-bytes", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", default=None, help="stop when this text is produced")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", "-o", default=None, help="write the bytes to this file instead of stdout")
+    p.set_defaults(func=run_generate)
+
+    p = sub.add_parser("export", help="consolidated safetensors + model config from a checkpoint")
+    p.add_argument("run", help="run directory or checkpoint directory")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("plot", help="loss, val bpb, throughput and lr of runs, overlaid, as a PNG")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("-o", "--output", required=True, help="PNG file")
+    p.set_defaults(func=run_plot)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from mbtrain.checkpoint.consolidate import load_model
+    from mbtrain.inference.evaluate import evaluate_model, format_eval
+
+    model = load_model(args.model, args.step, args.device)
+    modes = tuple(args.mode or ("basic", "sliding", "strided"))
+    result = evaluate_model(
+        model, args.data, modes, args.context, args.stride, args.batch_size, args.max_bytes,
+        progress=sys.stderr.isatty(),
+    )
+    result["model"] = str(args.model)
+    result["data"] = list(args.data)
+    print(format_eval(result))
+    out = Path(args.output) if args.output else (
+        Path(args.model) / "eval.json" if (Path(args.model) / "config.yaml").is_file() else Path("eval.json")
+    )
+    out.write_text(json.dumps(result, indent=2))
+    print(f"result written to {out}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from mbtrain.checkpoint.consolidate import load_model
+    from mbtrain.errors import MbtrainError
+    from mbtrain.model import generate
+
+    prompt = Path(args.prompt_file).read_bytes() if args.prompt_file else args.prompt.encode()
+    if args.max_bytes < 0:
+        raise MbtrainError("--max-bytes must be >= 0")
+    model = load_model(args.model, args.step, args.device)
+    stream = open(args.output, "wb") if args.output else sys.stdout.buffer
+    try:
+        for byte in generate(
+            model, prompt, max_bytes=args.max_bytes, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+            stop=args.stop.encode() if args.stop else None,
+        ):
+            stream.write(bytes((byte,)))
+            stream.flush()
+    finally:
+        if args.output:
+            stream.close()
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mbtrain.checkpoint.consolidate import export_checkpoint
+
+    out = export_checkpoint(args.run, args.out, args.step)
+    print(f"exported to {out} (model.safetensors, model.json)")
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from mbtrain.monitor.plot import plot_runs
+
+    counts = plot_runs(args.runs, args.output)
+    print(f"wrote {args.output} ({sum(counts.values())} series)")
+    return 0

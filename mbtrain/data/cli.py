@@ -1,0 +1,100 @@
+"""`mbtrain prepare` argument parsing: a thin layer that builds a PrepareConfig and calls the
+library. A corpus YAML (`--corpus data_prep/corpora/X.yaml`) supplies defaults (inputs, out,
+seq_len, ...); flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import sysconfig
+
+from mbtrain.data.config import UTF8_POLICIES, PrepareConfig
+from mbtrain.errors import ConfigError
+
+
+def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `prepare` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "prepare",
+        help="shard corpora into an MDS dataset of byte windows",
+        description="Shard files, directories, globs, JSON Lines, Parquet and Arrow into an MDS "
+        "dataset with train/ and val/ splits. Exit code 0, or 3 if inputs were skipped.",
+    )
+    add_prepare_arguments(p)
+    p.set_defaults(func=run_prepare)
+    return p
+
+
+def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="*", help="files, directories or globs")
+    p.add_argument("--corpus", help="corpus YAML with defaults (inputs, out, seq_len, ...)")
+    p.add_argument("--out", help="output directory or s3://bucket/prefix")
+    p.add_argument("--seq-len", type=int, help="bytes per sample window")
+    p.add_argument("--val-fraction", type=float, help="fraction of documents for val/")
+    p.add_argument("--val-docs", nargs="*", help="explicit validation document or file ids")
+    p.add_argument("--text-field", help="field of JSONL/Parquet/Arrow records holding the text")
+    p.add_argument("--format", choices=["auto", "raw", "jsonl", "parquet", "arrow"])
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--pack", dest="pack", action="store_true", default=None, help="pack short docs")
+    g.add_argument("--pad", dest="pack", action="store_false", help="pad each doc's last window")
+    p.add_argument("--utf8-errors", choices=list(UTF8_POLICIES))
+    p.add_argument("--workers", type=int, help="local worker processes")
+    p.add_argument("--worker-index", type=int, help="index of this job (e.g. SLURM_ARRAY_TASK_ID)")
+    p.add_argument("--worker-count", type=int, help="number of independent jobs")
+    p.add_argument("--merge", action="store_true", help="only merge the finished parts of --out")
+    p.add_argument("--exclude", nargs="*", help="globs of files to leave out")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--local-dir", help="staging directory for s3:// outputs")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
+def load_corpus(path: str) -> dict:
+    """Read a corpus YAML; `{stdlib}` in inputs expands to this Python's standard library."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            obj = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"--corpus {path}: {e.strerror}") from None
+    known = set(PrepareConfig.__dataclass_fields__)
+    unknown = sorted(set(obj) - known - {"name", "description"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; valid: {sorted(known)}")
+    subs = {"stdlib": sysconfig.get_paths()["stdlib"]}
+    obj["inputs"] = [os.path.expanduser(s.format(**subs)) for s in obj.get("inputs", [])]
+    obj.pop("name", None)
+    obj.pop("description", None)
+    return obj
+
+
+def config_from_args(args: argparse.Namespace) -> PrepareConfig:
+    values = load_corpus(args.corpus) if args.corpus else {}
+    if args.inputs:
+        values["inputs"] = list(args.inputs)
+    for name in (
+        "out", "exclude", "seq_len", "val_fraction", "val_docs", "text_field", "format", "pack",
+        "utf8_errors", "workers", "worker_index", "worker_count", "seed", "local_dir", "progress",
+    ):  # fmt: skip
+        v = getattr(args, name, None)
+        if v is not None:
+            values[name] = v
+    cfg = PrepareConfig(**values)
+    errs = cfg.validate()
+    if args.merge:
+        errs = [e for e in errs if e.startswith("prepare.out")]
+    if errs:
+        raise ConfigError("; ".join(errs))
+    return cfg
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run `prepare` (or `--merge`); print the summary; return the exit code."""
+    from mbtrain.data import merge, prepare
+
+    cfg = config_from_args(args)
+    result = merge(cfg.out) if args.merge else prepare(cfg)
+    print(result.summary(), file=sys.stderr)
+    return result.exit_code

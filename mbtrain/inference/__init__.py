@@ -1,0 +1,1 @@
+"""Using a trained model: loading any checkpoint or export, evaluation, compressor baselines."""
