@@ -72,7 +72,7 @@ def model_config_of(info: dict, root: Path):
 
 def load_model(path: str | Path, step: int | None = None, device: str = "cpu") -> torch.nn.Module:
     """A ready-to-use model from an export dir, a run dir or a checkpoint dir (CPU or GPU)."""
-    from mbtrain.checkpoint.export import load_exported
+    from mbtrain.checkpoint.export import load_exported, load_weights
     from mbtrain.model import build_model
 
     path = Path(path)
@@ -87,12 +87,7 @@ def load_model(path: str | Path, step: int | None = None, device: str = "cpu") -
     state, info = checkpoint_state_dict(root, tag)
     cfg = model_config_of(info, root)
     model = build_model(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{root / tag}: checkpoint does not match its model config "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    load_weights(model, state, root / tag)
     return model.to(device).eval()
 
 

@@ -88,10 +88,19 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.nn.Module:
     model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in fields})
     model = build_model(model_cfg)
     state = load_file(str(path / "model.safetensors"), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    load_weights(model, state, path)
+    return model.to(device).eval()
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Load a full state dict; a mismatch (another architecture or size) is one clear error."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e))
+        raise CheckpointError(f"{where}: weights do not match the model config ({first})") from None
     if missing or unexpected:
         raise CheckpointError(
-            f"{path}: weights do not match the model config "
+            f"{where}: weights do not match the model config "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
-    return model.to(device).eval()

@@ -17,6 +17,7 @@ a failed task redoes only the missing parts. The merge runs only if every task s
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ def cluster_config_from_pairs(pairs: Sequence[str], **defaults: object) -> Clust
             raise ConfigError(
                 f"--cluster {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}"
             )
-        default = ClusterConfig().__getattribute__(key)
+        default = getattr(ClusterConfig(), key)
         if isinstance(default, str):
             value: object = raw  # "01:00:00" must stay a string (YAML reads it as sexagesimal)
         else:
@@ -62,6 +63,13 @@ def default_slurm_dir(out: str) -> Path:
     if "://" in out:
         return Path("runs") / f"prepare-{out.rstrip('/').rsplit('/', 1)[-1]}"
     return Path(out.rstrip("/") + ".slurm")
+
+
+def _absolute(path: str) -> str:
+    """`path` (a file, directory or glob) made absolute against this working directory."""
+    if "://" in path:
+        return path
+    return os.path.join(os.getcwd(), os.path.expanduser(path))
 
 
 def _corpus_yaml(cfg) -> str:
@@ -88,6 +96,13 @@ def submit_prepare(
     errors = cfg.validate()
     if errors:
         raise ConfigError("; ".join(errors))
+    # The jobs run in slurm_dir: relative paths must mean what they meant here.
+    cfg = dataclasses.replace(
+        cfg,
+        inputs=[_absolute(s) for s in cfg.inputs],
+        out=_absolute(cfg.out),
+        local_dir=_absolute(cfg.local_dir) if cfg.local_dir else cfg.local_dir,
+    )
     slurm_dir = Path(slurm_dir or default_slurm_dir(cfg.out)).absolute()
     cluster_cfg = cluster_cfg or ClusterConfig(cpus_per_task=cfg.workers)
     python = python or cluster_cfg.python or sys.executable

@@ -31,6 +31,9 @@ from mbtrain.errors import ConfigError
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cluster" / "templates"
 REQUEUE_EXIT_CODE = 75
 """Exit code of a rank that saved a checkpoint on request and wants the job requeued."""
+STEP_EXIT_WAIT_S = 120
+"""Seconds srun gives the other ranks after the first one exits (time for rank 0 to finish
+an export or a wandb upload; a crashed rank's peers are ended after this)."""
 
 
 class _Template(string.Template):
@@ -97,8 +100,11 @@ def launch_command(cfg: ClusterConfig, python: str, command: Sequence[str]) -> s
         f"--nodes={cfg.nodes}",
         f"--ntasks-per-node={cfg.tasks_per_node}",
         f"--cpus-per-task={cfg.cpus_per_task}",
-        # One rank dying must not leave the others hanging in a collective.
-        "--kill-on-bad-exit=1",
+        # One rank dying must not leave the others hanging in a collective: srun ends the
+        # remaining tasks this long after the first one exits. Not --kill-on-bad-exit: it
+        # counts exit 75 as bad, so the first rank to exit 75 would get the others killed
+        # while they exit (step rc 143 instead of 75: no requeue; seen with 2 nodes).
+        f"--wait={STEP_EXIT_WAIT_S}",
         python,
         "-m",
         "mbtrain.cluster.env",

@@ -48,6 +48,22 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--local-dir", help="staging directory for s3:// outputs")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    s = p.add_argument_group("Slurm (see mbtrain/cluster/prepare.py)")
+    s.add_argument(
+        "--slurm",
+        action="store_true",
+        help="submit instead of running here: an array of --worker-count tasks, then a merge "
+        "job that starts once all of them succeeded (afterok)",
+    )
+    s.add_argument("--slurm-dir", help="batch scripts, logs and jobs.jsonl [OUT.slurm]")
+    s.add_argument(
+        "--cluster",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cluster.* settings of the jobs, e.g. time=02:00:00 partition=cpu cpus_per_task=8",
+    )
+    s.add_argument("--dry-run", action="store_true", help="with --slurm: print the scripts only")
 
 
 def load_corpus(path: str) -> dict:
@@ -95,6 +111,24 @@ def run_prepare(args: argparse.Namespace) -> int:
     from mbtrain.data import merge, prepare
 
     cfg = config_from_args(args)
+    if getattr(args, "slurm", False):
+        return _submit(args, cfg)
     result = merge(cfg.out) if args.merge else prepare(cfg)
     print(result.summary(), file=sys.stderr)
     return result.exit_code
+
+
+def _submit(args: argparse.Namespace, cfg: PrepareConfig) -> int:
+    """`--slurm`: submit the array and the merge job (mbtrain.cluster.prepare)."""
+    from mbtrain.cluster.prepare import cluster_config_from_pairs, submit_prepare
+
+    if args.merge or args.worker_index is not None:
+        raise ConfigError("--slurm submits every worker and the merge; drop --merge/--worker-index")
+    cluster = cluster_config_from_pairs(args.cluster, cpus_per_task=cfg.workers)
+    result = submit_prepare(cfg, args.slurm_dir, cluster, dry_run=args.dry_run)
+    if args.dry_run:
+        print("\n# --- merge job ---\n".join(result))
+        return 0
+    array_id, merge_id = result
+    print(f"submitted prepare array {array_id} ({cfg.worker_count} tasks) and merge {merge_id}")
+    return 0

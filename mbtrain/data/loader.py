@@ -80,25 +80,44 @@ def collate(samples: list[dict], seq_len: int) -> dict[str, torch.Tensor]:
     True at the first byte of a document; segment_ids: (B, T) index of the document piece in
     the window, -1 at padding (pieces of different documents never attend to each other if the
     model masks by segment).
+
+    No Python loop per piece or per byte: the windows are joined into one byte string, segment
+    ids and document starts are computed for that string from the concatenated piece lengths,
+    and full windows (every packed window but a part's last) are reshaped, not copied row by row.
     """
     b = len(samples)
-    x = np.zeros((b, seq_len), np.int64)
-    mask = np.zeros((b, seq_len), np.bool_)
-    doc_start = np.zeros((b, seq_len), np.bool_)
-    seg = np.full((b, seq_len), -1, np.int64)
-    for i, s in enumerate(samples):
-        d = np.frombuffer(s["data"], np.uint8)
-        n = len(d)
-        if n > seq_len:
-            raise DataError(f"sample of {n} bytes exceeds seq_len {seq_len}")
-        x[i, :n] = d
-        mask[i, :n] = True
+    datas = [s["data"] for s in samples]
+    ns = np.fromiter(map(len, datas), np.int64, b)
+    if b and ns.max() > seq_len:
+        raise DataError(f"sample of {int(ns.max())} bytes exceeds seq_len {seq_len}")
+    flat = np.frombuffer(b"".join(datas), np.uint8)
+    lengths = [np.asarray(s["lengths"], np.int64) for s in samples]
+    counts = np.fromiter(map(len, lengths), np.int64, b)
+    lens = np.concatenate(lengths) if b else np.zeros(0, np.int64)
+    offs = np.concatenate([np.asarray(s["offsets"], np.int64) for s in samples]) if b else lens
+    if int(lens.sum()) != len(flat):
+        raise DataError("sample pieces do not add up to the window length")
+    first = np.cumsum(counts) - counts  # index of each sample's first piece
+    piece_j = np.arange(len(lens)) - np.repeat(first, counts)  # piece index within its window
+    seg_flat = np.repeat(piece_j, lens)
+    start_flat = np.zeros(len(flat), np.bool_)
+    start_flat[(np.cumsum(lens) - lens)[offs == 0]] = True
+    if b and ns.min() == seq_len:
+        x = flat.astype(np.int64).reshape(b, seq_len)
+        mask = np.ones((b, seq_len), np.bool_)
+        seg = seg_flat.reshape(b, seq_len)
+        doc_start = start_flat.reshape(b, seq_len)
+    else:
+        x = np.zeros((b, seq_len), np.int64)
+        mask = np.arange(seq_len) < ns[:, None]
+        seg = np.full((b, seq_len), -1, np.int64)
+        doc_start = np.zeros((b, seq_len), np.bool_)
         pos = 0
-        for j, (off, ln) in enumerate(zip(s["offsets"], s["lengths"])):
-            if off == 0:
-                doc_start[i, pos] = True
-            seg[i, pos : pos + ln] = j
-            pos += int(ln)
+        for i, n in enumerate(ns.tolist()):
+            x[i, :n] = flat[pos : pos + n]
+            seg[i, :n] = seg_flat[pos : pos + n]
+            doc_start[i, :n] = start_flat[pos : pos + n]
+            pos += n
     return {
         "x": torch.from_numpy(x),
         "mask": torch.from_numpy(mask),

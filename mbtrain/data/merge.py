@@ -1,15 +1,18 @@
 """Join finished parts into one dataset: merged `index.json` per split, stats, completion.
 
-The merge never moves shards: streaming's `merge_index` rewrites each part's shard names as
-`part-.../shard...` in one index at the split root. It refuses to run until every part of the
+The merge never moves shards: it rewrites each part's shard names as `part-.../shard...` in one
+index at the split root (what streaming's `merge_index` does; done here for local outputs, so
+that a local prepare never imports streaming, whose import alone takes seconds). It refuses to run until every part of the
 layout has its completion marker, and it writes `mbtrain.json` (with `complete: true`) as the
 very last file, so a dataset is either complete or visibly not.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import tempfile
 import uuid
 
 from mbtrain.data import storage
@@ -21,8 +24,6 @@ FORMAT = "mbtrain.bytes/1"
 
 def merge(out: str) -> PrepareResult:
     """Merge all parts of `out` (local or remote); DataError if any part is unfinished."""
-    from streaming.base.util import merge_index
-
     layout = storage.read_json(storage.join(out, "layout.json"))
     if layout is None:
         raise DataError(f"{out}: no layout.json; this is not the output of `mbtrain prepare`")
@@ -41,24 +42,11 @@ def merge(out: str) -> PrepareResult:
             f"{out}: parts {missing} of {total} are not finished; re-run prepare for them "
             "(finished parts are skipped), then merge"
         )
-    # merge_index warns about its temp folder and existing dirs on every call: noise to users.
-    quiet = [logging.getLogger(), logging.getLogger("streaming.base.storage.upload")]
-    levels = [lg.level for lg in quiet]
-    for lg in quiet:
-        lg.setLevel(logging.ERROR)
-    try:
+    if storage.is_remote(out):
+        _merge_remote(out, names)
+    else:
         for sp in SPLITS:
-            merged = storage.join(out, sp, "index.json")
-            if not storage.is_remote(out) and os.path.exists(merged):
-                os.remove(
-                    merged
-                )  # merge_index moves its result into place and refuses to overwrite
-            merge_index(
-                [storage.join(out, sp, n, "index.json") for n in names], storage.join(out, sp)
-            )
-    finally:
-        for lg, lv in zip(quiet, levels):
-            lg.setLevel(lv)
+            _merge_local(os.path.join(out, sp), names)
     fp = layout["fingerprint"]
     stats.update(
         {
@@ -85,3 +73,38 @@ def merge(out: str) -> PrepareResult:
         }
         storage.write_json(storage.join(out, sp, "mbtrain.json"), meta)
     return PrepareResult(out, stats, merged=True)
+
+
+def _merge_local(split_dir: str, names: list[str]) -> None:
+    """streaming's `merge_index` for a local split: same merged `index.json`, written atomically."""
+    shards = []
+    for name in names:
+        with open(os.path.join(split_dir, name, "index.json")) as f:
+            index = json.load(f)
+        for shard in index["shards"]:
+            for key in ("raw_data", "zip_data", "raw_meta", "zip_meta"):
+                if shard.get(key):
+                    shard[key]["basename"] = f"{name}/{shard[key]['basename']}"
+            shards.append(shard)
+    fd, tmp = tempfile.mkstemp(dir=split_dir, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"version": 2, "shards": shards}, f)
+    os.replace(tmp, os.path.join(split_dir, "index.json"))
+
+
+def _merge_remote(out: str, names: list[str]) -> None:
+    from streaming.base.util import merge_index
+
+    # merge_index warns about its temp folder and existing dirs on every call: noise to users.
+    quiet = [logging.getLogger(), logging.getLogger("streaming.base.storage.upload")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.ERROR)
+    try:
+        for sp in SPLITS:
+            merge_index(
+                [storage.join(out, sp, n, "index.json") for n in names], storage.join(out, sp)
+            )
+    finally:
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)

@@ -94,15 +94,22 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
-def _walk(root: str, report: Report) -> Iterator[str]:
-    """Yield files under `root` recursively, following symlinks, reporting loops once each.
+def _walk(
+    root: str, report: Report, prune: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, str, str]]:
+    """Yield `(path, rel, real)` of the files under `root`, recursively, following symlinks.
+
+    `rel` is the path relative to `root` with `/` separators, `real` the resolved path. Loops
+    are reported once each. Directories for which `prune(rel)` is true are not entered (an
+    `exclude` such as `site-packages/**` then costs nothing, however big the tree below).
 
     Own walker instead of os.walk/glob: those either ignore symlinked directories or recurse
     through a symlink loop until the path is too long; here the chain of real paths of the
-    ancestors detects a loop at its first repetition.
+    ancestors detects a loop at its first repetition. Paths are built as we go: no
+    relpath/realpath per file (they dominated the walk of a large tree).
     """
 
-    def rec(d: str, ancestors: frozenset[str]) -> Iterator[str]:
+    def rec(d: str, rel: str, real_d: str, ancestors: frozenset[str]) -> Iterator:
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
@@ -112,21 +119,36 @@ def _walk(root: str, report: Report) -> Iterator[str]:
             if e.name.startswith("."):
                 continue
             p = os.path.join(d, e.name)
+            r = rel + e.name
             try:
                 is_dir = e.is_dir(follow_symlinks=True)
+                link = e.is_symlink()
             except OSError as err:
                 report(p, _os_reason(err))
                 continue
+            real = os.path.realpath(p) if link else os.path.join(real_d, e.name)
             if is_dir:
-                real = os.path.realpath(p)
                 if real in ancestors:
                     report(p, f"symlink loop (points back to {real})")
                     continue
-                yield from rec(p, ancestors | {real})
+                if prune is not None and prune(r):
+                    continue
+                yield from rec(p, r + "/", real, ancestors | {real})
             else:
-                yield p
+                yield p, r, real
 
-    yield from rec(root, frozenset({os.path.realpath(root)}))
+    real_root = os.path.realpath(root)
+    yield from rec(root, "", real_root, frozenset({real_root}))
+
+
+def _pruner(exclude: list[str]) -> Callable[[str], bool] | None:
+    """Directories (relative paths) whose whole content an exclude glob `X/**` (or `**`) drops."""
+    rxs = [_glob_regex(x[:-3]) for x in exclude if x.endswith("/**") and len(x) > 3]
+    if "**" in exclude:
+        return lambda rel: True
+    if not rxs:
+        return None
+    return lambda rel: any(r.match(rel) for r in rxs)
 
 
 def _os_reason(e: OSError) -> str:
@@ -157,39 +179,41 @@ def expand_inputs(
 
     Raises DataError for a spec that names nothing at all (a typo should fail fast).
     """
-    found: list[tuple[str, str, str]] = []  # (path, spec, root)
+    # (path, spec, root, rel to root or None for a file named directly, real path or None)
+    found: list[tuple[str, str, str, str | None, str | None]] = []
+    rxs = [_glob_regex(x) for x in exclude]
+    prune = _pruner(list(exclude))
     for spec in specs:
         spec_x = os.path.expanduser(spec)
         if glob.has_magic(spec_x):
             root = _glob_root(spec_x)
             rx = _glob_regex(os.path.relpath(spec_x, root).replace(os.sep, "/"))
             hits = [
-                p
-                for p in _walk(root, report)
-                if rx.match(os.path.relpath(p, root).replace(os.sep, "/"))
+                (p, spec, root, r, real) for p, r, real in _walk(root, report, prune) if rx.match(r)
             ]
             if not hits:
                 raise DataError(f"input {spec!r}: the glob matches no file")
-            found += [(p, spec, root) for p in hits]
+            found += hits
         elif os.path.isdir(spec_x):
-            found += [(p, spec, spec_x) for p in _walk(spec_x, report)]
+            found += [(p, spec, spec_x, r, real) for p, r, real in _walk(spec_x, report, prune)]
         elif os.path.lexists(spec_x):
-            found.append((spec_x, spec, os.path.dirname(spec_x) or "."))
+            root = os.path.dirname(spec_x) or "."
+            found.append((spec_x, spec, root, None, None))
         else:
             raise DataError(f"input {spec!r}: no such file or directory")
-    if exclude:
-        rxs = [_glob_regex(x) for x in exclude]
-        found = [
-            f
-            for f in found
-            if not any(r.match(os.path.relpath(f[0], f[2]).replace(os.sep, "/")) for r in rxs)
-        ]
+
+    def rel_of(f) -> str:
+        return f[3] if f[3] is not None else os.path.relpath(f[0], f[2]).replace(os.sep, "/")
+
+    if rxs:
+        found = [f for f in found if not any(r.match(rel_of(f)) for r in rxs)]
     if not found:
         return []
-    common = os.path.commonpath([os.path.abspath(r) for _, _, r in found])
+    common = os.path.commonpath([os.path.abspath(f[2]) for f in found])
+    prefix: dict[str, str] = {}  # root -> its path relative to `common`, "" or ending in "/"
     out, seen = [], set()
-    for path, spec, _ in found:
-        real = os.path.realpath(path)
+    for path, spec, root, rel, real in found:
+        real = real or os.path.realpath(path)
         if real in seen:
             continue
         seen.add(real)
@@ -198,7 +222,13 @@ def expand_inputs(
         except OSError as e:
             report(path, _os_reason(e))
             continue
-        fid = os.path.relpath(os.path.abspath(path), common).replace(os.sep, "/")
+        if rel is None:
+            fid = os.path.relpath(os.path.abspath(path), common).replace(os.sep, "/")
+        else:
+            if root not in prefix:
+                pr = os.path.relpath(os.path.abspath(root), common).replace(os.sep, "/")
+                prefix[root] = "" if pr == "." else pr + "/"
+            fid = prefix[root] + rel
         out.append(SourceFile(path, spec, fid, detect_format(path, forced_format), size))
     out.sort(key=lambda s: s.file_id)
     return out

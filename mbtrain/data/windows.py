@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
+Piece = tuple[str, int, int, int]
+Sink = Callable[[bytes, list[Piece]], None]
+"""Receives each finished window: its bytes and its pieces `(doc_id, offset, length, doc_size)`."""
 
-Sample = dict
-Sink = Callable[[Sample], None]
 
+def make_sample(data: bytes, pieces: list[Piece]) -> dict:
+    """The MDS row of one window as a dict (see `writer.COLUMNS`; for streaming's MDSWriter)."""
+    import numpy as np
 
-def make_sample(data: bytes, pieces: list[tuple[str, int, int, int]]) -> Sample:
-    """The MDS row of one window (see `writer.COLUMNS`)."""
     return {
         "data": data,
         "doc_ids": [p[0] for p in pieces],
@@ -40,7 +41,7 @@ class Windower:
     def __init__(self, seq_len: int, pack: bool, sink: Sink):
         self.seq_len, self.pack, self.sink = seq_len, pack, sink
         self.buf = bytearray()
-        self.pieces: list[tuple[str, int, int, int]] = []
+        self.pieces: list[Piece] = []
         self.samples = 0
 
     def add(self, doc_id: str, data: bytes) -> None:
@@ -71,4 +72,4 @@ class Windower:
 
     def _emit(self, data: bytes, pieces) -> None:
         self.samples += 1
-        self.sink(make_sample(data, pieces))
+        self.sink(data, pieces)

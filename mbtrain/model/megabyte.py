@@ -152,6 +152,7 @@ class MegaByte(nn.Module):
         """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
         return self.local_head(self.run_global(x), x, mask)
 
+    @torch.no_grad()
     def nll(self, x: Tensor) -> Tensor:
         """Per-byte NLL (B, T) in nats, chunked like `loss`, without autograd (for scoring)."""
         return chunked_nll(

@@ -21,7 +21,9 @@ from torch import nn
 from mbtrain.parallel.config import ParallelConfig
 
 
-def apply_parallelism(module: nn.Module, cfg: ParallelConfig, layout) -> tuple[nn.Module, object | None]:
+def apply_parallelism(
+    module: nn.Module, cfg: ParallelConfig, layout
+) -> tuple[nn.Module, object | None]:
     """Return (module, mpu); mpu is None without model parallelism.
 
     `module` is the LossModule around the model. With a pipeline the result is a
@@ -46,7 +48,25 @@ def apply_parallelism(module: nn.Module, cfg: ParallelConfig, layout) -> tuple[n
         return module, mpu
     from mbtrain.parallel.pipeline import build_pipeline_module
 
-    return build_pipeline_module(model, mpu.topology), mpu
+    pipe = build_pipeline_module(model, mpu.topology)
+    _count_stage_params_once(pipe, mpu.get_tensor_model_parallel_rank())
+    return pipe, mpu
+
+
+def _count_stage_params_once(pipe: nn.Module, tp_rank: int) -> None:
+    """Make DeepSpeed's ZeRO-0 gradient clipping see every pipeline stage.
+
+    `deepspeed.runtime.utils.clip_grad_norm_` counts a non-sharded parameter only where the
+    grid's model-parallel rank is 0, and that rank spans pipeline x tensor: only stage 0
+    would count its replicated parameters, so clipping used a norm without the later
+    stages. Marking replicated parameters `model_parallel` on tensor rank 0 counts each
+    exactly once (ZeRO-1's own norm counts per tensor rank and is unaffected).
+    """
+    if tp_rank != 0:
+        return
+    for p in pipe.parameters():
+        if not getattr(p, "tensor_model_parallel", False):
+            p.model_parallel = True
 
 
 def is_pipeline(module: nn.Module) -> bool:

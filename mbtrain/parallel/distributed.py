@@ -31,7 +31,9 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         from mbtrain.errors import ConfigError
 
-        raise ConfigError("train.device: cuda requested but no CUDA GPU is visible; use train.device=cpu")
+        raise ConfigError(
+            "train.device: cuda requested but no CUDA GPU is visible; use train.device=cpu"
+        )
     return device
 
 
@@ -49,8 +51,12 @@ def fill_launcher_env(environ: os._Environ | dict = os.environ) -> None:
         apply_slurm_env(environ)
     if "RANK" not in environ:
         environ.update(
-            RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
-            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            LOCAL_WORLD_SIZE="1",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(_free_port()),
         )
     environ.setdefault("LOCAL_RANK", environ.get("RANK", "0"))
     environ.setdefault("LOCAL_WORLD_SIZE", environ.get("WORLD_SIZE", "1"))

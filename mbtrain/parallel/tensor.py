@@ -38,7 +38,9 @@ from torch import Tensor, nn
 
 # Parameter names (of the plain model) that are sharded, and along which dimension.
 # Column-parallel linears split their output features (dim 0), row-parallel their inputs.
-_COLUMN = re.compile(r"(^|\.)global_model\.blocks\.\d+\.(attn\.[qkv]_proj|mlp\.(up|gate)_proj)\.weight$")
+_COLUMN = re.compile(
+    r"(^|\.)global_model\.blocks\.\d+\.(attn\.[qkv]_proj|mlp\.(up|gate)_proj)\.weight$"
+)
 _ROW = re.compile(r"(^|\.)global_model\.blocks\.\d+\.(attn\.out_proj|mlp\.down_proj)\.weight$")
 
 

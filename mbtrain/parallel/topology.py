@@ -64,9 +64,11 @@ class GridMPU:
         return self.grid.get_slice_parallel_group()
 
     def get_tensor_model_parallel_src_rank(self) -> int:
-        return self.grid.get_slice_parallel_group_ranks()[0] if hasattr(
-            self.grid, "get_slice_parallel_group_ranks"
-        ) else self.grid.slice_group[0]
+        return (
+            self.grid.get_slice_parallel_group_ranks()[0]
+            if hasattr(self.grid, "get_slice_parallel_group_ranks")
+            else self.grid.slice_group[0]
+        )
 
     def get_pipe_parallel_rank(self) -> int:
         return self.grid.get_pipe_parallel_rank()

@@ -85,6 +85,7 @@ class Trainer:
 
         from mbtrain.model import build_model
         from mbtrain.parallel import apply_parallelism
+        from mbtrain.parallel.consolidate import name_param_groups
         from mbtrain.train.ds_config import build_deepspeed_config
         from mbtrain.train.module import LossModule
         from mbtrain.train.optim import build_optimizer, build_scheduler
@@ -95,7 +96,11 @@ class Trainer:
         model = build_model(cfg.model)
         self.model_cfg = cfg.model
         module, self.mpu = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
+        self.pipeline = self.layout.pipeline > 1
         self.optimizer = build_optimizer(module, cfg.optim)
+        # Parameter names saved with the optimizer state: resharding a ZeRO-0 checkpoint
+        # matches Adam moments to parameters by name (mbtrain.parallel.reshard).
+        name_param_groups(self.optimizer, module)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
         self.ds_config = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, self.layout)
         self.engine, _, _, _ = deepspeed.initialize(
@@ -103,7 +108,8 @@ class Trainer:
             optimizer=self.optimizer,
             lr_scheduler=scheduler,
             config=self.ds_config,
-            mpu=self.mpu,
+            # A PipelineModule brings its own grid (same topology) and DeepSpeed refuses an mpu.
+            mpu=None if self.pipeline else self.mpu,
             dist_init_required=False,
         )
         self.device = self.engine.device
@@ -222,7 +228,63 @@ class Trainer:
 
         return math.sqrt(grad_norm_sq(self.engine.module, self.mpu))
 
+    def _pipeline_batches(self, n: int) -> tuple[list, float]:
+        """n micro-batches as `(x, (x, mask))` for the pipeline engine, and their mask count.
+
+        Every stage reads the same batches from its loader (same data-parallel rank), so the
+        stages agree; the engine feeds x to the first stage and (x, mask) to the last.
+        """
+        batches, count = [], 0.0
+        for _ in range(n):
+            batch = self._next_batch()
+            x = batch["x"].to(self.device, non_blocking=True)
+            mask = batch["mask"].to(self.device, non_blocking=True)
+            count += float(mask.sum().item())
+            batches.append((x, (x, mask)))
+        return batches, count
+
+    def _pipeline_train_step(self) -> dict[str, Any]:
+        """One optimizer step through `train_batch`, which owns the micro-batch schedule."""
+        accum = self.cfg.train.grad_accum
+        batches, count = self._pipeline_batches(accum)
+        # Mean loss over the micro-batches and the data-parallel replicas, on every stage.
+        loss = float(self.engine.train_batch(iter(batches)).float().item())
+        if not math.isfinite(loss):
+            # train_batch has already applied the update: no skipping is possible here.
+            raise MbtrainError(
+                f"non-finite loss at step {self.state.step + 1} with parallel.pipeline="
+                f"{self.layout.pipeline}: DeepSpeed's pipeline engine updates inside train_batch, "
+                "so the update could not be skipped; resume from the last complete checkpoint"
+            )
+        total_loss, total_count = self._all_reduce([loss * accum, count])
+        reported = self.engine.get_global_grad_norm()
+        return {
+            "loss": total_loss / (accum * self.env.world_size),
+            "bytes": total_count / (self.layout.tensor * self.layout.pipeline),
+            "grad_norm": None if reported is None else float(reported),
+            "skipped": False,
+        }
+
+    def _pipeline_eval_loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """This replica's loss on one micro-batch, from the last stage to every stage.
+
+        Not eval_batch's own broadcast: that averages over data-parallel replicas first,
+        and evaluate weights each replica's loss by its own mask count.
+        """
+        engine = self.engine
+        out = engine.eval_batch(
+            iter([(x, (x, mask))]), reduce_output=None, bcast_loss=False, num_micro_batches=1
+        )
+        loss = torch.zeros(1, dtype=torch.float32, device=self.device)
+        if engine.is_last_stage():
+            loss.copy_(out[0].detach().float().reshape(1))
+        src = engine.grid.stage_to_global(engine.num_stages - 1)
+        dist.broadcast(loss, src=src, group=engine.grid.get_pipe_parallel_group())
+        return loss[0]
+
     def train_step(self) -> dict[str, Any]:
+        if self.pipeline:
+            return self._pipeline_train_step()
         engine, accum = self.engine, self.cfg.train.grad_accum
         loss_sum = count = nonfinite = 0.0
         grad_norm = None
@@ -290,7 +352,11 @@ class Trainer:
             x = batch["x"].to(self.device)
             mask = batch["mask"].to(self.device)
             n = float(mask.sum().item())
-            nats += float(self.engine(x, mask).float().item()) * n
+            if self.pipeline:
+                loss = self._pipeline_eval_loss(x, mask)
+            else:
+                loss = self.engine(x, mask)
+            nats += float(loss.float().item()) * n
             count += n
         del it
         nats, count = self._all_reduce([nats, count])

@@ -8,6 +8,7 @@ the checkpoint is saved and the job should be requeued.
 
 from __future__ import annotations
 
+import atexit
 import signal
 
 REQUEUE_EXIT_CODE = 75
@@ -20,6 +21,12 @@ class StopRequest:
     def install(self) -> StopRequest:
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._handle)
+        # At interpreter exit Python puts SIG_DFL back for every signal with a Python handler,
+        # and SIGUSR1's default action kills: a stop request repeated while the process exits
+        # (the batch script repeats it until the step ends; Slurm's warning may come just as
+        # training ends) would turn exit 75 or 0 into "killed by signal 10". Once the process
+        # is exiting, a stop request has nothing left to stop: ignore it.
+        atexit.register(_ignore_usr1)
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -28,6 +35,10 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+
+def _ignore_usr1() -> None:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 class RequeueExit(SystemExit):

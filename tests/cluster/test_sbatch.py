@@ -238,3 +238,34 @@ def test_prepare_array_scripts():
     assert "python -m prep 'a b' --worker-index \"$SLURM_ARRAY_TASK_ID\" --worker-count 4" in array
     assert "python -m prep --merge" in merge
     assert not any(o.startswith("--array") for o in sbatch_options(merge))
+
+
+def test_term_forwarded_as_usr1_and_early_signal_kept(tmp_path, fake_slurm):
+    """TERM reaches the ranks as USR1 (srun would answer TERM by killing them), and a signal
+    that arrives before the launch (here: during a slow setup line) is delivered once the step
+    runs, repeatedly, so that a rank still starting up (USR1 ignored) hears a later one."""
+    env, log = fake_slurm
+    run_dir = tmp_path / "run"
+    flag = tmp_path / "in-setup"
+    cfg = ClusterConfig(max_restarts=3, setup=[f"touch {flag}; sleep 1"])
+    # The stand-in installs its handlers only after 2 s; the first USR1 finds SIG_IGN.
+    slow_start = (
+        "import runpy, sys, time; time.sleep(2); sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    command = [sys.executable, "-c", slow_start, str(STANDIN), str(run_dir), "400", "0.05"]
+    path = _write_script(run_dir, cfg, command, "run")
+    proc = subprocess.Popen(
+        ["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 30
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # during setup, before srun starts
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "got SIGTERM" in out and "SIGUSR1 (stop request SIGTERM" in out, out
+    assert f"signal {int(signal.SIGUSR1)} -> saved" in out, out
+    steps = _metrics_steps(run_dir)
+    assert 0 < len(steps) < 400 and not (run_dir / "finished").exists()
+    assert log.read_text().split() == ["requeue", "77"]

@@ -60,3 +60,15 @@ def test_build_model_raises_one_line_config_error():
         build_model(ModelConfig.tiny(patch_size=5, arch="megabyte"))
     assert "\n" not in str(info.value)
     assert "model.patch_size: must divide model.seq_len (64), got 5" in str(info.value)
+
+
+def test_model_files_are_pure_math():
+    """No torch.distributed, DeepSpeed or file I/O under mbtrain/model (DESIGN.md)."""
+    from pathlib import Path
+
+    import mbtrain.model as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for banned in ("torch.distributed", "deepspeed", "open("):
+            assert banned not in text, f"{path.name} uses {banned}"

@@ -74,3 +74,26 @@ def test_caller_state_is_untouched_between_yields():
     for _ in generate(model, b"abc", max_bytes=9, seed=0):
         assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
         assert model.training
+
+
+def test_kv_cache_grows_past_its_buffer():
+    from mbtrain.model.layers import KVCache
+
+    cache, ks = KVCache(), []
+    for n in (3, 1, 70, 1, 1, 100):
+        k = torch.randn(2, 4, n, 8)
+        ks.append(k)
+        got_k, got_v = cache.append(k, -k)
+        torch.testing.assert_close(got_k, torch.cat(ks, dim=2), rtol=0, atol=0)
+        torch.testing.assert_close(got_v, -torch.cat(ks, dim=2), rtol=0, atol=0)
+    assert cache.length == 176
+
+
+def test_long_decoding_equals_the_model():
+    """Enough steps to grow the caches (global and baseline) past their first buffer."""
+    for arch in ("megabyte", "transformer"):
+        model = build_model(ModelConfig.tiny(arch=arch, seq_len=320)).eval()
+        x = torch.randint(0, 256, (1, 300))
+        with torch.no_grad():
+            expected = _model_logprobs(model, x)[:, 5:]
+        torch.testing.assert_close(cached_logprobs(model, x, 5), expected, rtol=0, atol=1e-5)

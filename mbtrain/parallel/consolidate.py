@@ -1,0 +1,284 @@
+"""Full, unsharded float32 weights of a tensor/pipeline-parallel model: live or from disk.
+
+`consolidated_state_dict` gathers a live engine's shards to rank 0 (for export at the end of
+training); `merge_parallel_checkpoint` reads a saved checkpoint's shards (for `mbtrain
+export` and `load_model`). Both return the plain model's keys; sharded tensors are
+concatenated along their split dimension in tensor-rank order (`tensor.merge_shards`).
+
+Checkpoint files, as DeepSpeed writes them:
+* without a pipeline: `mp_rank_<tp>_model_states.pt` (key `module`, `model.`-prefixed);
+* with a pipeline: `layer_<idx>-model_<tp>-model_states.pt` per layer (PipelineModule
+  layer-local names; `pipeline.plain_name` maps them back);
+* with ZeRO-1/2: `zero_pp_rank_<dp>_mp_rank_<mp>_optim_states.pt` hold the fp32 master
+  weights and Adam moments as flat partitions, addressed by `param_slice_mappings`
+  (name -> offset, numel in this data-parallel rank's partition); these are exact also
+  for bf16 runs, so the fp32 masters are preferred over the module copies when present.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mbtrain.parallel.tensor import merge_shards
+
+PREFIX = "model."
+
+
+def _to_plain(name: str, pipeline: bool, n_blocks: int) -> str:
+    if pipeline:
+        from mbtrain.parallel.pipeline import plain_name
+
+        return plain_name(name, n_blocks)
+    return name[len(PREFIX) :] if name.startswith(PREFIX) else name
+
+
+def _n_blocks(model_cfg: Any) -> int:
+    return model_cfg.global_layers if model_cfg.arch == "megabyte" else model_cfg.layers
+
+
+# -- from a live engine ---------------------------------------------------------------------------
+
+
+def local_plain_state(engine: Any, cfg: Any) -> dict[str, torch.Tensor]:
+    """This rank's parameters (its tensor shard, its stage) as float32 CPU, plain names.
+
+    All ranks of a data-parallel group must call it (ZeRO gathers are collective).
+    """
+    from mbtrain.parallel import is_pipeline
+
+    module = engine.module
+    pipeline = is_pipeline(module)
+    n_blocks = _n_blocks(cfg.model)
+    zero = cfg.parallel.zero_stage
+    params = dict(module.named_parameters())
+    by_id = {id(p): n for n, p in params.items()}
+    full: dict[str, torch.Tensor] = {}
+    if zero == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
+            for n, p in params.items():
+                full[n] = p.detach().float().cpu().clone()
+    elif zero in (1, 2):
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        for n, p in params.items():  # same order on every data-parallel rank
+            full[n] = safe_get_full_fp32_param(p).detach().float().cpu().clone()
+    else:
+        for n, p in params.items():
+            full[n] = p.detach().float().cpu().clone()
+    # Tied weights appear once in named_parameters, under every name in state_dict.
+    for key, t in module.state_dict(keep_vars=True).items():
+        if key not in full and id(t) in by_id:
+            full[key] = full[by_id[id(t)]]
+    return {_to_plain(k, pipeline, n_blocks): v for k, v in full.items()}
+
+
+def consolidated_state_dict(engine: Any, cfg: Any, mpu: Any) -> dict[str, torch.Tensor]:
+    """Full float32 state dict of the plain model on rank 0 ({} elsewhere); all ranks call."""
+    state = local_plain_state(engine, cfg)
+    tp_rank = mpu.get_tensor_model_parallel_rank() if mpu is not None else 0
+    dp_rank = mpu.get_data_parallel_rank() if mpu is not None else dist.get_rank()
+    mine = (tp_rank, state) if dp_rank == 0 else None
+    world = dist.get_world_size()
+    gathered = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object(mine, gathered, dst=0)
+    if dist.get_rank() != 0:
+        return {}
+    shards: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+    for item in gathered:
+        if item is None:
+            continue
+        rank, part = item
+        for k, v in part.items():
+            shards[k][rank] = v
+    return {k: merge_shards(k, [v[r] for r in sorted(v)]) for k, v in shards.items()}
+
+
+# -- from disk ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FullCheckpoint:
+    """A checkpoint's state, independent of the layout it was saved with."""
+
+    weights: dict[str, torch.Tensor]
+    """Plain name -> full float32 tensor (tied weights under each of their names)."""
+    optim: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Plain name -> {"exp_avg", "exp_avg_sq"} full float32 tensors (empty if unavailable)."""
+    step: int = 0
+    """Adam step count."""
+    states: dict[str, Any] = field(default_factory=dict)
+    """The first model-states file (global_steps, lr_scheduler, client state)."""
+
+
+_MP_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
+_LAYER_FILE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
+_OPTIM_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
+
+
+def _load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _module_shards(ckpt: Path, pipeline: int, n_blocks: int) -> dict[str, dict[int, torch.Tensor]]:
+    """Plain name -> {tp rank: tensor} from the module-state files."""
+    shards: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+    for f in sorted(ckpt.iterdir()):
+        if pipeline > 1:
+            m = _LAYER_FILE.match(f.name)
+            if not m:
+                continue
+            idx, tp = int(m.group(1)), int(m.group(2))
+            for k, v in _load(f).items():
+                if torch.is_tensor(v):
+                    shards[_to_plain(f"{idx}.{k}", True, n_blocks)][tp] = v.float()
+        else:
+            m = _MP_FILE.match(f.name)
+            if not m:
+                continue
+            tp = int(m.group(1))
+            for k, v in _load(f)["module"].items():
+                if torch.is_tensor(v):
+                    shards[_to_plain(k, False, n_blocks)][tp] = v.float()
+    return shards
+
+
+def _optim_shards(
+    ckpt: Path, tensor: int, pipeline: int, n_blocks: int, shapes: dict[tuple[str, int], torch.Size]
+) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], int]:
+    """Plain name -> {tp rank: {fp32, exp_avg, exp_avg_sq}} from ZeRO-1/2 partitions, and the step."""
+    files: dict[int, dict[int, Path]] = defaultdict(dict)  # mp rank -> dp rank -> file
+    for f in ckpt.iterdir():
+        m = _OPTIM_FILE.match(f.name)
+        if m:
+            files[int(m.group(2))][int(m.group(1))] = f
+    out: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(dict)
+    step = 0
+    for mp, by_dp in files.items():
+        # The grid's model-parallel rank is stage * tensor + tensor rank.
+        tp = mp % tensor
+        pieces: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        for dp in sorted(by_dp):
+            osd = _load(by_dp[dp])["optimizer_state_dict"]
+            base = osd["base_optimizer_state"]["state"]
+            for g, mapping in enumerate(osd["param_slice_mappings"]):
+                flat = {"fp32": osd["single_partition_of_fp32_groups"][g]}
+                gstate = base.get(g, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in gstate:
+                        flat[key] = gstate[key]
+                if "step" in gstate:
+                    step = int(torch.as_tensor(gstate["step"]).item())
+                for name, frag in mapping.items():
+                    for key, t in flat.items():
+                        pieces[name][key].append(t.narrow(0, frag.start, frag.numel))
+        for name, by_key in pieces.items():
+            plain = _to_plain(name, pipeline > 1, n_blocks)
+            shape = shapes[(plain, tp)]
+            out[plain][tp] = {k: torch.cat(v).float().view(shape) for k, v in by_key.items()}
+    return out, step
+
+
+def read_full_checkpoint(root: Path, tag: str, info: dict, model_cfg: Any) -> FullCheckpoint:
+    """Weights (and, for ZeRO-0/1/2, Adam moments) of any layout's checkpoint, unsharded."""
+    from mbtrain.errors import CheckpointError
+
+    ckpt = Path(root) / tag
+    tensor, pipeline = int(info.get("tensor", 1)), int(info.get("pipeline", 1))
+    zero = int(info.get("zero_stage", 0))
+    if zero == 3 and (tensor > 1 or pipeline > 1):
+        raise CheckpointError(
+            f"{ckpt}: merging ZeRO-3 checkpoints of tensor-parallel runs is not supported"
+        )
+    n_blocks = _n_blocks(model_cfg)
+    module = _module_shards(ckpt, pipeline, n_blocks)
+    states_files = sorted(p for p in ckpt.iterdir() if _MP_FILE.match(p.name))
+    states = _load(states_files[0]) if states_files else {}
+    weights = {k: merge_shards(k, [v[r] for r in sorted(v)]) for k, v in module.items()}
+    optim: dict[str, dict[str, torch.Tensor]] = {}
+    step = 0
+    if zero in (1, 2):
+        shapes = {(k, r): t.shape for k, v in module.items() for r, t in v.items()}
+        parts, step = _optim_shards(ckpt, tensor, pipeline, n_blocks, shapes)
+        for k, by_tp in parts.items():
+            ranks = sorted(by_tp)
+            merged = {
+                key: merge_shards(k, [by_tp[r][key] for r in ranks]) for key in by_tp[ranks[0]]
+            }
+            weights[k] = merged.pop("fp32")  # the exact fp32 master
+            optim[k] = merged
+        _fill_tied(weights, optim)
+    elif zero == 0:
+        optim, step = _zero0_optim(ckpt, tensor, pipeline, n_blocks, module)
+    return FullCheckpoint(weights, optim, step, states)
+
+
+def _fill_tied(weights: dict[str, torch.Tensor], optim: dict) -> None:
+    """Masters exist once per tied group: give the other names the same tensors."""
+    for a, b in (("head.weight", "local_embed.weight"), ("head.weight", "embed.weight")):
+        if a in weights and b in optim and a not in optim and weights[a].shape == weights[b].shape:
+            weights[a] = weights[b]
+
+
+def _zero0_optim(
+    ckpt: Path, tensor: int, pipeline: int, n_blocks: int, module: dict
+) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
+    """Adam moments of a ZeRO-0 checkpoint: the torch optimizer's state, indexed by the
+    parameter names `name_param_groups` stored in its param groups."""
+    out: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(dict)
+    step = 0
+    for f in ckpt.iterdir():
+        m = _MP_FILE.match(f.name)
+        if not m:
+            continue
+        mp = int(m.group(1))
+        osd = _load(f).get("optimizer")
+        if not osd or "state" not in osd:
+            continue
+        for group in osd["param_groups"]:
+            names = group.get(NAMES_KEY)
+            if names is None:
+                return {}, 0  # saved without names: weights only
+            for idx, name in zip(group["params"], names):
+                s = osd["state"].get(idx)
+                if not s:
+                    continue
+                step = int(torch.as_tensor(s["step"]).item())
+                out[_to_plain(name, pipeline > 1, n_blocks)][mp % tensor] = {
+                    "exp_avg": s["exp_avg"].float(),
+                    "exp_avg_sq": s["exp_avg_sq"].float(),
+                }
+    merged = {}
+    for k, by_tp in out.items():
+        ranks = sorted(by_tp)
+        merged[k] = {
+            key: merge_shards(k, [by_tp[r][key] for r in ranks]) for key in by_tp[ranks[0]]
+        }
+    return merged, step
+
+
+NAMES_KEY = "mbtrain_param_names"
+
+
+def name_param_groups(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+    """Store each group's parameter names in the group (saved with the optimizer state), so
+    a ZeRO-0 checkpoint's Adam moments can be matched to names in another layout."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    for group in optimizer.param_groups:
+        group[NAMES_KEY] = [names[id(p)] for p in group["params"]]
+
+
+def merge_parallel_checkpoint(root: Path, tag: str, info: dict) -> dict[str, torch.Tensor]:
+    """Plain float32 state dict of a tensor/pipeline-parallel checkpoint."""
+    from mbtrain.checkpoint.consolidate import model_config_of
+
+    model_cfg = model_config_of(info, Path(root))
+    return read_full_checkpoint(Path(root), tag, info, model_cfg).weights

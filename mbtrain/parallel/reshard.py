@@ -1,0 +1,159 @@
+"""Resume a checkpoint saved with another parallel layout (tensor, pipeline, data, ZeRO stage).
+
+This is mbtrain's own resharding, not DeepSpeed's universal checkpoint: `ds_to_universal`
+needs `universal_checkpoint_info` in the checkpoint and handles neither ZeRO-0 checkpoints
+nor the rename between a plain module and a PipelineModule, and DeepSpeed's universal load
+fails across ZeRO stages. Here every layout reads into one layout-free form
+(`consolidate.read_full_checkpoint`: full fp32 weights and Adam moments keyed by the plain
+model's names, plus the step, scheduler and client state), and the current engine takes
+its slice of each tensor (`tensor.shard_of`) through DeepSpeed's fragment API
+(`safe_set_full_fp32_param` / `safe_set_full_optimizer_state`) at ZeRO-1/2/3, or directly
+at ZeRO-0.
+
+Weights, moments, step and scheduler are restored exactly, so the first resumed loss and
+the following updates equal those of the original layout. Per-rank state (RNG, data-loader
+position) belongs to the old ranks; the caller decides what to do with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mbtrain.parallel.consolidate import _n_blocks, _to_plain, read_full_checkpoint
+from mbtrain.parallel.tensor import shard_of
+
+LAYOUT_KEYS = ("tensor", "pipeline", "data", "zero_stage")
+
+# Keys of a DeepSpeed model-states file that are DeepSpeed's own (the rest is client state).
+_DS_KEYS = {
+    "module",
+    "buffer_names",
+    "optimizer",
+    "param_shapes",
+    "frozen_param_shapes",
+    "shared_params",
+    "frozen_param_fragments",
+    "lr_scheduler",
+    "data_sampler",
+    "random_ltd",
+    "sparse_tensor_module_names",
+    "skipped_steps",
+    "global_steps",
+    "global_samples",
+    "dp_world_size",
+    "mp_world_size",
+    "ds_config",
+    "ds_version",
+}
+
+
+def saved_layout(info: dict) -> dict[str, int]:
+    return {k: int(info.get(k, 1 if k != "zero_stage" else 0)) for k in LAYOUT_KEYS}
+
+
+def current_layout(layout: Any, zero_stage: int) -> dict[str, int]:
+    return {
+        "tensor": layout.tensor,
+        "pipeline": layout.pipeline,
+        "data": layout.data,
+        "zero_stage": zero_stage,
+    }
+
+
+def needs_reshard(info: dict, layout: Any, zero_stage: int) -> bool:
+    """True when the checkpoint's marker layout differs from the current one."""
+    return saved_layout(info) != current_layout(layout, zero_stage)
+
+
+def load_resharded(engine: Any, root: Path, tag: str, info: dict, cfg: Any, mpu: Any) -> dict:
+    """Load checkpoint root/tag (any layout) into `engine`; return its client state.
+
+    All ranks call it. Replaces `engine.load_checkpoint` when `needs_reshard`.
+    """
+    from mbtrain.parallel import is_pipeline
+
+    full = read_full_checkpoint(Path(root), tag, info, cfg.model)
+    module = engine.module
+    pipeline = is_pipeline(module)
+    n_blocks = _n_blocks(cfg.model)
+    tp_rank = mpu.get_tensor_model_parallel_rank() if mpu is not None else 0
+    tp_size = mpu.get_tensor_model_parallel_world_size() if mpu is not None else 1
+    zero = cfg.parallel.zero_stage
+    have_optim = bool(full.optim)
+
+    if zero == 3:
+        from mbtrain.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{Path(root) / tag}: resuming with a different layout into ZeRO-3 is not supported; "
+            "resume with parallel.zero_stage 0-2 (then save and switch), or with the saved layout"
+        )
+    if zero in (1, 2) and have_optim:
+        _init_flat_states(engine.optimizer, full.step)
+    for name, p in module.named_parameters():
+        plain = _to_plain(name, pipeline, n_blocks)
+        w = shard_of(plain, full.weights[plain], tp_rank, tp_size)
+        moments = {}
+        if have_optim:
+            moments = {
+                k: shard_of(plain, v, tp_rank, tp_size) for k, v in full.optim[plain].items()
+            }
+        if zero == 0:
+            _set_zero0(engine.optimizer, p, w, moments, full.step)
+        else:
+            _set_zero(p, w, moments, zero)
+
+    states = full.states
+    if engine.lr_scheduler is not None and states.get("lr_scheduler") is not None:
+        sched = engine.lr_scheduler
+        sched.load_state_dict(states["lr_scheduler"])
+        # The groups' current lr lives in the optimizer state, which is not loaded as such:
+        # set it from the scheduler, as the next update would have used it.
+        for group, lr in zip(sched.optimizer.param_groups, sched.get_last_lr()):
+            group["lr"] = lr
+    engine.global_steps = int(states.get("global_steps", 0))
+    engine.global_samples = int(states.get("global_samples", 0))
+    engine.skipped_steps = int(states.get("skipped_steps", 0))
+    return {k: v for k, v in states.items() if k not in _DS_KEYS}
+
+
+def _set_zero0(
+    optimizer: Any, p: torch.nn.Parameter, w: torch.Tensor, moments: dict, step: int
+) -> None:
+    with torch.no_grad():
+        p.copy_(w.to(p.dtype))
+    if moments:
+        optimizer.state[p] = {
+            "step": torch.tensor(float(step)),
+            **{k: v.to(p.device, torch.float32).clone() for k, v in moments.items()},
+        }
+
+
+def _set_zero(p: torch.nn.Parameter, w: torch.Tensor, moments: dict, zero: int) -> None:
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+    device = p.device
+    if zero != 3:
+        with torch.no_grad():
+            p.copy_(w.to(p.dtype))  # the model's (low-precision) copy
+    safe_set_full_fp32_param(p, w.to(device, torch.float32))
+    for key, v in moments.items():
+        safe_set_full_optimizer_state(p, v.to(device, torch.float32), key)
+
+
+def _init_flat_states(ds_optimizer: Any, step: int) -> None:
+    """ZeRO-1/2 keep one Adam state per flat fp32 partition, created lazily at the first
+    step: create it (the moments are filled in per parameter next) and link DeepSpeed's
+    per-parameter views of it, so `safe_set_full_optimizer_state` can write them."""
+    base = ds_optimizer.optimizer
+    for flat in ds_optimizer.single_partition_of_fp32_groups:
+        state = base.state[flat]
+        state["step"] = torch.tensor(float(step))
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key not in state:
+                state[key] = torch.zeros_like(flat)
+    ds_optimizer._hp_optimizer_states_linked = False
+    ds_optimizer._lazy_init_hp_params_optimizer_state()

@@ -1,0 +1,96 @@
+"""The fast local writer and merge produce exactly what streaming's MDSWriter / merge_index do."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+from mbtrain.data.windows import Windower, make_sample
+from mbtrain.data.writer import COLUMNS, FastMDSWriter, encode_window, fast_supported
+
+
+def _windows(seed: int, seq_len: int, pack: bool) -> list[tuple[bytes, list]]:
+    rng = random.Random(seed)
+    got: list[tuple[bytes, list]] = []
+    w = Windower(seq_len, pack, lambda d, p: got.append((d, list(p))))
+    for i in range(300):
+        n = rng.choice([1, 2, 3, rng.randrange(1, 5 * seq_len)])
+        w.add(f"dir/ü{i}.txt:{i}", rng.randbytes(n))
+    for i in range(600):  # a run of 1-byte documents: >= 256 pieces per window if seq_len allows
+        w.add(f"tiny:{i}", b"x")
+    w.flush()
+    return got
+
+
+@pytest.mark.parametrize(
+    "compression,hashes,size_limit,seq_len",
+    [
+        ("zstd", ["xxh64"], 4096, 64),
+        ("zstd:7", ["sha1", "xxh3_64"], 1 << 20, 300),
+        ("", [], 70, 64),  # rows larger than the limit: a (streaming-style) flush per row
+        ("zstd", ["xxh64"], 1 << 20, 1024),
+    ],
+)
+def test_fast_writer_is_byte_identical_to_mdswriter(
+    tmp_path, compression, hashes, size_limit, seq_len
+):
+    from streaming import MDSWriter, StreamingDataset
+
+    wins = _windows(seq_len, seq_len, pack=True) + _windows(1, seq_len, pack=False)
+    if seq_len >= 256:
+        assert max(len(p) for _, p in wins) >= 256  # exercises the uint16 shape header
+    assert fast_supported(compression, hashes)
+    ref = MDSWriter(
+        out=str(tmp_path / "ref"),
+        columns=COLUMNS,
+        compression=compression or None,
+        hashes=hashes,
+        size_limit=size_limit,
+    )
+    fast = FastMDSWriter(str(tmp_path / "fast"), compression, hashes, size_limit)
+    for data, pieces in wins:
+        ref.write(make_sample(data, pieces))
+        fast.write(encode_window(data, pieces))
+    ref.finish()
+    fast.finish()
+    names = sorted(os.listdir(tmp_path / "ref"))
+    assert names == sorted(os.listdir(tmp_path / "fast")) and len(names) > 1
+    for n in names:
+        assert (tmp_path / "ref" / n).read_bytes() == (tmp_path / "fast" / n).read_bytes(), n
+    ds = StreamingDataset(local=str(tmp_path / "fast"), shuffle=False, batch_size=1)
+    for i in (0, len(wins) // 2, len(wins) - 1):
+        s = ds.get_item(i)
+        data, pieces = wins[i]
+        assert s["data"] == data and s["doc_ids"] == [p[0] for p in pieces]
+        assert s["offsets"].tolist() == [p[1] for p in pieces]
+        assert s["lengths"].tolist() == [p[2] for p in pieces]
+        assert s["doc_sizes"].tolist() == [p[3] for p in pieces]
+
+
+def test_unsupported_configs_fall_back_to_mdswriter():
+    assert not fast_supported("gz", [])
+    assert not fast_supported("zstd", ["no-such-hash"])
+    assert fast_supported("", ["md5"])
+
+
+def test_local_merge_equals_streaming_merge_index(corpus, tmp_path):
+    from streaming.base.util import merge_index
+
+    from mbtrain.data import PrepareConfig, prepare
+
+    root, _ = corpus
+    out = tmp_path / "m"
+    prepare(
+        PrepareConfig(
+            inputs=[root], out=str(out), seq_len=64, size_limit=4096, workers=2, progress=False
+        )
+    )
+    names = [f"part-0000{k}-of-00002" for k in range(2)]
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    merge_index([str(out / "train" / n / "index.json") for n in names], str(ref))
+    mine = json.loads((out / "train" / "index.json").read_text())
+    assert mine == json.loads((ref / "index.json").read_text()) and mine["shards"]

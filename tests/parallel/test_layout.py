@@ -1,0 +1,60 @@
+"""Layouts that cannot work fail at config time, before any process group exists."""
+
+from __future__ import annotations
+
+import pytest
+
+from mbtrain.config import check_layout, load_config
+from mbtrain.errors import ConfigError
+
+
+def _cfg(*overrides: str):
+    return load_config("recipes/tiny_cpu.yaml", list(overrides))
+
+
+def test_heads_not_divisible_by_tensor():
+    with pytest.raises(
+        ConfigError, match=r"heads \(4\) must be divisible by parallel.tensor \(8\)"
+    ):
+        check_layout(_cfg("parallel.tensor=8"), 8)
+
+
+def test_layers_not_divisible_by_stages():
+    with pytest.raises(
+        ConfigError, match=r"layers \(2\) must be divisible by parallel.pipeline \(4\)"
+    ):
+        check_layout(_cfg("parallel.pipeline=4"), 4)
+
+
+def test_zero3_with_pipeline():
+    with pytest.raises(ConfigError, match="zero_stage"):
+        _cfg("parallel.pipeline=2", "parallel.zero_stage=3")
+
+
+def test_world_not_divisible_by_model_parallel():
+    with pytest.raises(ConfigError, match="does not divide the world size"):
+        check_layout(_cfg("parallel.tensor=2", "parallel.pipeline=2"), 6)
+
+
+def test_valid_layout_arithmetic():
+    layout = check_layout(_cfg("parallel.tensor=2", "parallel.pipeline=2"), 8)
+    assert (layout.tensor, layout.pipeline, layout.data) == (2, 2, 2)
+
+
+def test_sharded_parameter_names():
+    from mbtrain.parallel.pipeline import plain_name
+    from mbtrain.parallel.tensor import partition_dim_of
+
+    assert partition_dim_of("global_model.blocks.3.attn.q_proj.weight") == 0
+    assert partition_dim_of("model.global_model.blocks.0.mlp.gate_proj.weight") == 0
+    assert partition_dim_of("global_model.blocks.1.attn.out_proj.weight") == 1
+    assert partition_dim_of("global_model.blocks.1.mlp.down_proj.weight") == 1
+    # The local model is never sharded (split_local splits its rows, not its weights).
+    assert partition_dim_of("local_model.blocks.0.attn.q_proj.weight") is None
+    assert plain_name("0.global_pad", 4) == "global_pad"
+    assert plain_name("2.attn.q_proj.weight", 4) == "global_model.blocks.1.attn.q_proj.weight"
+    assert plain_name("5.final_norm.weight", 4) == "global_model.norm.weight"
+    assert (
+        plain_name("5.local_model.blocks.0.mlp.up_proj.weight", 4)
+        == "local_model.blocks.0.mlp.up_proj.weight"
+    )

@@ -1,0 +1,420 @@
+"""One rank of a distributed test: `worker.py <scenario> <out_dir> <json args>`.
+
+Scenarios build the real Trainer's engine (`Trainer._build_engine`, `train_step`,
+`evaluate`, `save_checkpoint`) on fixed synthetic batches and compare with a plain
+single-process reference (torch AdamW, the same clipping) from the same seed. Rank 0 writes
+result.json; a failed assertion exits non-zero, which the launcher reports with the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import torch
+import torch.distributed as dist
+
+torch.set_num_threads(1)
+
+TOL = 1e-5
+STEPS = 3
+
+
+def make_cfg(
+    run_dir,
+    tensor=1,
+    pipeline=1,
+    zero=0,
+    accum=1,
+    split_local=True,
+    dropout=0.0,
+    mbs=2,
+    arch="megabyte",
+):
+    from mbtrain.config import load_config
+
+    return load_config(
+        "recipes/tiny_cpu.yaml",
+        [
+            f"run.dir={run_dir}",
+            f"model.arch={arch}",
+            "model.seq_len=32",
+            "model.patch_size=4",
+            "model.global_dim=8",
+            "model.global_layers=2",
+            "model.global_heads=4",
+            "model.local_dim=16",
+            "model.local_layers=1",
+            "model.local_heads=2",
+            "model.dim=16",
+            "model.layers=2",
+            "model.heads=4",
+            f"model.dropout={dropout}",
+            "model.init_std=0.2",
+            f"parallel.tensor={tensor}",
+            f"parallel.pipeline={pipeline}",
+            f"parallel.zero_stage={zero}",
+            f"parallel.split_local={str(split_local).lower()}",
+            f"train.micro_batch_size={mbs}",
+            f"train.grad_accum={accum}",
+            "train.steps=10",
+            "train.eval_batches=2",
+            "optim.lr=1e-2",
+            "optim.warmup_steps=2",
+            "optim.grad_clip=0.5",
+            "checkpoint.keep=5",
+        ],
+    )
+
+
+def batch(step: int, micro: int, dp: int, mbs: int = 2, t: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(100_000 * step + 100 * micro + dp)
+    x = torch.randint(0, 256, (mbs, t), generator=g)
+    mask = torch.ones(mbs, t, dtype=torch.bool)
+    mask[0, : 3 + step % 4] = False  # masked positions change the per-rank counts
+    return {"x": x, "mask": mask}
+
+
+def rank_batches(cfg, dp_rank: int, first: int, steps: int, emulate_dp: bool = False) -> list[dict]:
+    """This rank's micro-batches; with emulate_dp, one process's accumulation steps stand for
+    the data-parallel ranks of a layout with grad_accum=1 (same global batch and gradient)."""
+    accum = cfg.train.grad_accum
+    mbs = cfg.train.micro_batch_size
+    if emulate_dp:
+        return [batch(s, 0, m, mbs) for s in range(first, first + steps) for m in range(accum)]
+    return [batch(s, m, dp_rank, mbs) for s in range(first, first + steps) for m in range(accum)]
+
+
+# -- reference ----------------------------------------------------------------------------------
+
+
+class Reference:
+    """The plain model, trained in one process on the union of all data-parallel batches."""
+
+    def __init__(self, cfg, dp_size: int):
+        from mbtrain.model import build_model
+        from mbtrain.train.module import LossModule
+        from mbtrain.train.optim import build_optimizer, build_scheduler
+        from mbtrain.train.rng import seed_everything
+
+        self.cfg, self.dp_size = cfg, dp_size
+        seed_everything(cfg.train.seed)
+        self.model = build_model(cfg.model)
+        self.opt = build_optimizer(LossModule(self.model), cfg.optim)
+        self.sched = build_scheduler(self.opt, cfg.optim, cfg.train.steps)
+        self.step_no = 0
+
+    def loss(self, step: int, micro: int) -> torch.Tensor:
+        mbs = self.cfg.train.micro_batch_size
+        losses = [self.model.loss(**batch(step, micro, d, mbs)) for d in range(self.dp_size)]
+        return sum(losses) / self.dp_size  # DeepSpeed averages gradients over replicas
+
+    def step(self, grads: bool = False):
+        accum = self.cfg.train.grad_accum
+        total = 0.0
+        for m in range(accum):
+            loss = self.loss(self.step_no, m)
+            (loss / accum).backward()
+            total += float(loss)
+        g = {n: p.grad.clone() for n, p in self.model.named_parameters()} if grads else None
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step_no += 1
+        return total / accum, g
+
+    @torch.no_grad()
+    def eval_loss(self, step: int) -> float:
+        return float(self.loss(step, 0))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+# -- trainer --------------------------------------------------------------------------------------
+
+
+def build_trainer(cfg, batches: list[dict] | None = None):
+    from deepspeed.utils import groups
+
+    from mbtrain.checkpoint.manager import CheckpointManager
+    from mbtrain.train.loop import Trainer
+    from mbtrain.train.state import TrainState
+
+    # Several engines in one process: DeepSpeed keeps the last engine's mpu in a module
+    # global, which a later engine without an mpu would pick up.
+    groups.mpu = None
+    tr = Trainer(cfg)
+    tr._build_engine()
+    tr.train_loader = batches or []
+    tr._train_iter = None
+    tr.val_loader = None
+    tr.state = TrainState()
+    tr.ckpt = CheckpointManager(
+        Path(cfg.run.dir) / "checkpoints", cfg.checkpoint.keep, tr.rank, tr.env.world_size
+    )
+    return tr
+
+
+def feed(tr, batches: list[dict]) -> None:
+    tr.train_loader = batches
+    tr._train_iter = None
+
+
+def full_state(tr) -> dict[str, torch.Tensor]:
+    from mbtrain.parallel.consolidate import consolidated_state_dict
+
+    if tr.mpu is None:
+        from mbtrain.parallel.consolidate import local_plain_state
+
+        return local_plain_state(tr.engine, tr.cfg)
+    state = consolidated_state_dict(tr.engine, tr.cfg, tr.mpu)
+    obj = [state]
+    dist.broadcast_object_list(obj, src=0)
+    return obj[0]
+
+
+def max_diff(a: dict, b: dict) -> tuple[float, str]:
+    assert set(a) == set(b), (sorted(set(a) ^ set(b)))[:5]
+    worst, where = 0.0, ""
+    for k in a:
+        d = float((a[k].float() - b[k].float()).abs().max())
+        if d > worst:
+            worst, where = d, k
+    return worst, where
+
+
+def full_grads(tr) -> dict[str, torch.Tensor]:
+    """Gradients of the whole model after backward, before step, gathered (plain names)."""
+    from deepspeed.utils import safe_get_full_grad
+
+    from mbtrain.parallel.consolidate import _to_plain
+    from mbtrain.parallel.tensor import merge_shards
+
+    mine = {}
+    for n, p in tr.engine.module.named_parameters():
+        g = safe_get_full_grad(p) if tr.cfg.parallel.zero_stage else p.grad
+        mine[_to_plain(n, False, 2)] = g.detach().float().cpu().clone()
+    tp = tr.mpu.get_tensor_model_parallel_rank() if tr.mpu else 0
+    allg = [None] * dist.get_world_size()
+    dist.all_gather_object(allg, (tp, mine))
+    by = {}
+    for r, part in allg:
+        for k, v in part.items():
+            by.setdefault(k, {})[r] = v
+    return {k: merge_shards(k, [v[r] for r in sorted(v)]) for k, v in by.items()}
+
+
+def replicated_equal(tr) -> float:
+    """Largest difference of replicated parameters between tensor ranks."""
+    worst = 0.0
+    group = tr.mpu.get_tensor_model_parallel_group()
+    size = tr.mpu.get_tensor_model_parallel_world_size()
+    for _, p in tr.engine.module.named_parameters():
+        if getattr(p, "tensor_model_parallel", False):
+            continue
+        t = p.detach().float().contiguous()
+        parts = [torch.empty_like(t) for _ in range(size)]
+        dist.all_gather(parts, t, group=group)
+        worst = max(worst, max(float((q - parts[0]).abs().max()) for q in parts))
+    return worst
+
+
+def destroy(tr) -> None:
+    tr.stop.uninstall() if hasattr(tr.stop, "uninstall") else None
+    del tr.engine
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def scenario_tp(out: Path, args: dict) -> dict:
+    """TP=2 (x DP when world is larger) vs the reference, at several ZeRO stages."""
+    res = {}
+    tensor = args.get("tensor", 2)
+    for zero, split in args["cases"]:
+        cfg = make_cfg(out / f"tp_z{zero}", tensor=tensor, zero=zero, accum=2, split_local=split)
+        dp = dist.get_world_size() // tensor
+        ref = Reference(cfg, dp)
+        ref_losses, ref_g = [], None
+        for s in range(STEPS):
+            loss, g = ref.step(grads=(s == 0))
+            ref_losses.append(loss)
+            ref_g = ref_g or g
+        tr = build_trainer(cfg)
+        dp_rank = tr.dp_rank
+        # Step 1 by hand, to read the gradients before the update.
+        accum = cfg.train.grad_accum
+        loss0 = 0.0
+        for m in range(accum):
+            b = batch(0, m, dp_rank)
+            loss = tr.engine(b["x"], b["mask"])
+            loss0 += float(loss) / accum
+            tr.engine.backward(loss)
+            if m == accum - 1:
+                grads = full_grads(tr)
+            tr.engine.step()
+        loss0 = tr._all_reduce([loss0])[0] / dist.get_world_size()
+        feed(tr, rank_batches(cfg, dp_rank, 1, STEPS - 1))
+        losses = [loss0] + [tr.train_step()["loss"] for _ in range(STEPS - 1)]
+        gd, gwhere = max_diff(grads, ref_g)
+        wd, wwhere = max_diff(full_state(tr), ref.state())
+        rep = replicated_equal(tr)
+        key = f"zero{zero}_split{int(split)}"
+        res[key] = {
+            "losses": losses,
+            "ref": ref_losses,
+            "grad_diff": gd,
+            "grad_where": gwhere,
+            "weight_diff": wd,
+            "weight_where": wwhere,
+            "replicated_diff": rep,
+        }
+        if args.get("export") and zero == args["cases"][-1][0]:
+            res["export"] = check_export(tr, out)
+    if args.get("dropout"):
+        cfg = make_cfg(out / "tp_drop", tensor=tensor, zero=0, dropout=0.2)
+        tr = build_trainer(cfg, rank_batches(cfg, 0, 0, 2))
+        losses = [tr.train_step()["loss"] for _ in range(2)]
+        res["dropout"] = {"replicated_diff": replicated_equal(tr), "losses": losses}
+    return res
+
+
+def check_export(tr, out: Path) -> dict:
+    from mbtrain.checkpoint.export import export_from_engine, load_exported
+
+    path = out / "export"
+    export_from_engine(tr.engine, tr.cfg, path, tr.mpu)
+    x = batch(9, 0, 0)["x"]
+    model = tr.engine.module.model
+    model.eval()
+    with torch.no_grad():
+        live = model(x)
+    model.train()
+    if dist.get_rank() != 0:
+        return {}
+    exported = load_exported(path)
+    with torch.no_grad():
+        logits = exported(x)
+    return {"logit_diff": float((logits - live).abs().max())}
+
+
+def scenario_pp(out: Path, args: dict) -> dict:
+    """PP=2 (x TP, x DP) vs the reference through train_step (train_batch) and evaluate."""
+    res = {}
+    tensor = args.get("tensor", 1)
+    for zero in args["zeros"]:
+        cfg = make_cfg(out / f"pp_z{zero}", tensor=tensor, pipeline=2, zero=zero, accum=2)
+        dp = dist.get_world_size() // (2 * tensor)
+        ref = Reference(cfg, dp)
+        ref_losses = [ref.step()[0] for _ in range(STEPS)]
+        counts = [float(batch(50 + i, 0, 0)["mask"].sum()) for i in range(2)]
+        ref_eval = sum(ref.eval_loss(50 + i) * n for i, n in enumerate(counts)) / sum(counts)
+        tr = build_trainer(cfg, rank_batches(cfg, 0, 0, 0))
+        feed(tr, rank_batches(cfg, tr.dp_rank, 0, STEPS))
+        losses = [tr.train_step()["loss"] for _ in range(STEPS)]
+        tr.val_loader = [batch(50 + i, 0, tr.dp_rank) for i in range(2)]
+        ev = tr.evaluate()
+        wd, where = max_diff(full_state(tr), ref.state())
+        res[f"zero{zero}"] = {
+            "losses": losses,
+            "ref": ref_losses,
+            "weight_diff": wd,
+            "where": where,
+            "val_loss": ev["val_loss"],
+            "ref_val": ref_eval,
+        }
+    return res
+
+
+def _train_and_save(cfg, steps_before: int, emulate_dp: bool = False) -> dict:
+    """Train steps_before steps, save, then compute the next steps' losses in this layout."""
+    from mbtrain.checkpoint.consolidate import checkpoint_state_dict
+
+    tr = build_trainer(cfg)
+    feed(tr, rank_batches(cfg, tr.dp_rank, 0, steps_before, emulate_dp))
+    for _ in range(steps_before):
+        tr.train_step()
+        tr.state.step += 1
+    path = tr.save_checkpoint("test")
+    live = full_state(tr)
+    merged_diff = 0.0
+    if dist.get_rank() == 0:  # what `mbtrain export` reads from this checkpoint
+        merged, _ = checkpoint_state_dict(path.parent, path.name)
+        merged_diff = max_diff(merged, live)[0]
+    feed(tr, rank_batches(cfg, tr.dp_rank, steps_before, 2, emulate_dp))
+    nxt = [tr.train_step()["loss"] for _ in range(2)]
+    return {"path": str(path), "next": nxt, "merged_diff": merged_diff}
+
+
+def scenario_save(out: Path, args: dict) -> dict:
+    res = {}
+    for name, layout in args["layouts"].items():
+        layout = dict(layout)
+        emulate = layout.pop("emulate_dp", False)
+        cfg = make_cfg(out / name, **layout)
+        res[name] = _train_and_save(cfg, 2, emulate)
+    return res
+
+
+def scenario_resume(out: Path, args: dict) -> dict:
+    """Resume checkpoints of other layouts in this one: the next losses must match."""
+    from mbtrain.checkpoint.layout import read_marker
+    from mbtrain.parallel.reshard import load_resharded, needs_reshard
+
+    res = {}
+    for name, case in args["cases"].items():
+        layout = dict(case["layout"])
+        emulate = layout.pop("emulate_dp", False)
+        cfg = make_cfg(out / name, **layout)
+        tr = build_trainer(cfg)
+        path = Path(case["path"])
+        info = read_marker(path)
+        assert needs_reshard(info, tr.layout, cfg.parallel.zero_stage)
+        client = load_resharded(tr.engine, path.parent, path.name, info, cfg, tr.mpu)
+        step = client["mbtrain"]["step"]
+        feed(tr, rank_batches(cfg, tr.dp_rank, step, 2, emulate))
+        losses = [tr.train_step()["loss"] for _ in range(2)]
+        res[name] = {"losses": losses, "expected": case["next"], "step": step}
+    return res
+
+
+def scenario_save_resume(out: Path, args: dict) -> dict:
+    """Both in one job (one start-up): resume `cases`, then save `layouts`."""
+    return {"resumed": scenario_resume(out, args), "saved": scenario_save(out, args)}
+
+
+SCENARIOS = {
+    "tp": scenario_tp,
+    "pp": scenario_pp,
+    "save": scenario_save,
+    "resume": scenario_resume,
+    "save_resume": scenario_save_resume,
+}
+
+
+def main() -> None:
+    scenario, out, args = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    from mbtrain.parallel.distributed import init_distributed
+
+    init_distributed("cpu", "gloo")
+    res = SCENARIOS[scenario](out, args)
+    dist.barrier()
+    if dist.get_rank() == 0:
+        (out / "result.json").write_text(json.dumps(res, indent=1, default=float))
+    dist.destroy_process_group()
+    # DeepSpeed leaves threads behind at exit on CPU; leave at once.
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
+    _ = math
