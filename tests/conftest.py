@@ -37,15 +37,24 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("data") / "tiny"
     stdlib = sysconfig.get_paths()["stdlib"]
-    prepare(PrepareConfig(
-        inputs=[f"{stdlib}/json/*.py", f"{stdlib}/email/*.py"], out=str(out), seq_len=128,
-        val_fraction=0.2, progress=False,
-    ))
+    prepare(
+        PrepareConfig(
+            inputs=[f"{stdlib}/json/*.py", f"{stdlib}/email/*.py"],
+            out=str(out),
+            seq_len=128,
+            val_fraction=0.2,
+            progress=False,
+        )
+    )
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_args(tiny_dataset) -> list[str]:
     """Recipe and overrides of a tiny training run on the tiny dataset (add run.dir=...)."""
-    return [str(TINY_RECIPE), *TINY_OVERRIDES, f"data.train={tiny_dataset}/train",
-            f"data.val={tiny_dataset}/val"]
+    return [
+        str(TINY_RECIPE),
+        *TINY_OVERRIDES,
+        f"data.train={tiny_dataset}/train",
+        f"data.val={tiny_dataset}/val",
+    ]

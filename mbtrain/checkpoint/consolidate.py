@@ -22,7 +22,7 @@ PREFIX = "model."
 
 def _strip(state: dict) -> dict[str, torch.Tensor]:
     return {
-        (k[len(PREFIX):] if k.startswith(PREFIX) else k): v.detach().float().cpu().contiguous()
+        (k[len(PREFIX) :] if k.startswith(PREFIX) else k): v.detach().float().cpu().contiguous()
         for k, v in state.items()
         if torch.is_tensor(v)
     }
@@ -47,7 +47,9 @@ def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor]
 
         return merge_parallel_checkpoint(root, tag, info), info
     if info.get("zero_stage", 0) == 0:
-        states = torch.load(root / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        states = torch.load(
+            root / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
+        )
         return _strip(states["module"]), info
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 

@@ -24,12 +24,14 @@ PREFIX = "model."
 def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in state.items():
-        k = k[len(PREFIX):] if k.startswith(PREFIX) else k
+        k = k[len(PREFIX) :] if k.startswith(PREFIX) else k
         out[k] = v.detach().to("cpu", torch.float32).contiguous()
     return out
 
 
-def write_export(state: dict[str, torch.Tensor], model_cfg: Any, out_dir: str | Path, extra: dict | None = None) -> Path:
+def write_export(
+    state: dict[str, torch.Tensor], model_cfg: Any, out_dir: str | Path, extra: dict | None = None
+) -> Path:
     """Write model.safetensors + model.json into out_dir (atomically, as one directory)."""
     from safetensors.torch import save_file
 
@@ -65,7 +67,9 @@ def export_from_engine(engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = No
     rank = dist.get_rank() if dist.is_initialized() else 0
     path = None
     if rank == 0:
-        path = write_export(_strip(state), cfg.model, out_dir, {"step": getattr(engine, "global_steps", None)})
+        path = write_export(
+            _strip(state), cfg.model, out_dir, {"step": getattr(engine, "global_steps", None)}
+        )
     if dist.is_initialized():
         dist.barrier()
     return path
@@ -82,7 +86,9 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.nn.Module:
         path = path / "export"
     meta_path = path / "model.json"
     if not meta_path.is_file():
-        raise CheckpointError(f"{path}: no exported model (expected model.json and model.safetensors)")
+        raise CheckpointError(
+            f"{path}: no exported model (expected model.json and model.safetensors)"
+        )
     meta = json.loads(meta_path.read_text())
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in fields})

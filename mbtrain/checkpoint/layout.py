@@ -81,7 +81,9 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:
         return path.parent, path.name
     if not path.exists():
         raise CheckpointError(f"{path}: no such run directory or checkpoint")
-    raise CheckpointError(f"{path}: holds no complete checkpoint (expected checkpoints/stepNNNNNNNN/{COMPLETE_MARKER})")
+    raise CheckpointError(
+        f"{path}: holds no complete checkpoint (expected checkpoints/stepNNNNNNNN/{COMPLETE_MARKER})"
+    )
 
 
 def write_marker(ckpt_dir: Path, info: dict) -> None:

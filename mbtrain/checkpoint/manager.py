@@ -43,7 +43,9 @@ class CheckpointManager:
         self.rank = rank
         self.world_size = world_size
 
-    def save(self, engine: Any, step: int, client_state: dict, rank_state: dict, info: dict) -> Path:
+    def save(
+        self, engine: Any, step: int, client_state: dict, rank_state: dict, info: dict
+    ) -> Path:
         tag = tag_for_step(step)
         ckpt_dir = self.root / tag
         if self.rank == 0:
@@ -51,14 +53,18 @@ class CheckpointManager:
             if ckpt_dir.exists() and not is_complete(ckpt_dir):
                 shutil.rmtree(ckpt_dir)  # leftovers of an interrupted save of this same step
         dist.barrier()
-        engine.save_checkpoint(str(self.root), tag=tag, client_state=client_state, save_latest=False)
+        engine.save_checkpoint(
+            str(self.root), tag=tag, client_state=client_state, save_latest=False
+        )
         path = rank_file(ckpt_dir, self.rank)
         tmp = path.with_suffix(".tmp")
         torch.save(rank_state, tmp)
         os.replace(tmp, path)
         dist.barrier()  # every rank's shards are on disk before completion is published
         if self.rank == 0:
-            write_marker(ckpt_dir, {"step": step, "time": time.time(), "world_size": self.world_size, **info})
+            write_marker(
+                ckpt_dir, {"step": step, "time": time.time(), "world_size": self.world_size, **info}
+            )
             atomic_write_text(self.root / LATEST, tag)
             self._prune(step)
         dist.barrier()

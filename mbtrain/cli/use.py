@@ -17,14 +17,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="run directory, checkpoint directory or export directory")
     p.add_argument("data", nargs="+", help="MDS split(s) (e.g. out/val), files or directories")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--mode", action="append", choices=["basic", "sliding", "strided"],
-                   help="inference mode(s) (default: all three)")
-    p.add_argument("--context", type=int, default=None, help="context bytes (default: model.seq_len)")
+    p.add_argument(
+        "--mode",
+        action="append",
+        choices=["basic", "sliding", "strided"],
+        help="inference mode(s) (default: all three)",
+    )
+    p.add_argument(
+        "--context", type=int, default=None, help="context bytes (default: model.seq_len)"
+    )
     p.add_argument("--stride", type=int, default=None, help="stride of sliding/strided windows")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-bytes", type=int, default=None, help="evaluate on at most this many bytes")
+    p.add_argument(
+        "--max-bytes", type=int, default=None, help="evaluate on at most this many bytes"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--output", "-o", default=None, help="JSON result (default: <run dir>/eval.json or ./eval.json)")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="JSON result (default: <run dir>/eval.json or ./eval.json)",
+    )
     p.set_defaults(func=run_eval)
 
     p = sub.add_parser("generate", help="sample bytes from a trained model (streamed as produced)")
@@ -40,7 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop", default=None, help="stop when this text is produced")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--output", "-o", default=None, help="write the bytes to this file instead of stdout")
+    p.add_argument(
+        "--output", "-o", default=None, help="write the bytes to this file instead of stdout"
+    )
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("export", help="consolidated safetensors + model config from a checkpoint")
@@ -62,14 +77,26 @@ def run_eval(args: argparse.Namespace) -> int:
     model = load_model(args.model, args.step, args.device)
     modes = tuple(args.mode or ("basic", "sliding", "strided"))
     result = evaluate_model(
-        model, args.data, modes, args.context, args.stride, args.batch_size, args.max_bytes,
+        model,
+        args.data,
+        modes,
+        args.context,
+        args.stride,
+        args.batch_size,
+        args.max_bytes,
         progress=sys.stderr.isatty(),
     )
     result["model"] = str(args.model)
     result["data"] = list(args.data)
     print(format_eval(result))
-    out = Path(args.output) if args.output else (
-        Path(args.model) / "eval.json" if (Path(args.model) / "config.yaml").is_file() else Path("eval.json")
+    out = (
+        Path(args.output)
+        if args.output
+        else (
+            Path(args.model) / "eval.json"
+            if (Path(args.model) / "config.yaml").is_file()
+            else Path("eval.json")
+        )
     )
     out.write_text(json.dumps(result, indent=2))
     print(f"result written to {out}")
@@ -88,8 +115,13 @@ def run_generate(args: argparse.Namespace) -> int:
     stream = open(args.output, "wb") if args.output else sys.stdout.buffer
     try:
         for byte in generate(
-            model, prompt, max_bytes=args.max_bytes, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+            model,
+            prompt,
+            max_bytes=args.max_bytes,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
             stop=args.stop.encode() if args.stop else None,
         ):
             stream.write(bytes((byte,)))

@@ -38,11 +38,15 @@ def _merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or ""
         where = f" ({origins[key]})" if key in origins else ""
-        raise ConfigError(f"{key or 'config'}: {e.msg if hasattr(e, 'msg') else e}{where}") from None
+        raise ConfigError(
+            f"{key or 'config'}: {e.msg if hasattr(e, 'msg') else e}{where}"
+        ) from None
     return resolved, origins
 
 
-def load_config(recipe: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    recipe: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> RunConfig:
     """Build the typed run config; raise ConfigError listing every problem at once."""
     defaults = Layer(dataclasses.asdict(RunConfig()), {})
     layers = [defaults]

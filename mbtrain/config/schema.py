@@ -42,5 +42,13 @@ class RunConfig:
     """Slurm resources for `mbtrain submit`."""
 
     SECTIONS = (
-        "run", "model", "data", "optim", "train", "parallel", "checkpoint", "logging", "cluster"
+        "run",
+        "model",
+        "data",
+        "optim",
+        "train",
+        "parallel",
+        "checkpoint",
+        "logging",
+        "cluster",
     )

@@ -143,9 +143,7 @@ class _Converter:
         return value
 
     def _type_error(self, tp: Any, value: Any, key: str) -> None:
-        self.errors.append(
-            f"{key}: expected {_type_name(tp)}, got {value!r}{self.where(key)}"
-        )
+        self.errors.append(f"{key}: expected {_type_name(tp)}, got {value!r}{self.where(key)}")
         return None
 
 

@@ -32,8 +32,12 @@ def iter_eval_documents(paths: list[str]) -> Iterator[tuple[str, bytes]]:
         elif path.is_dir() and _is_mds_split(path / "val"):
             yield from iter_documents(str(path / "val"))
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
-                part.startswith(".") for part in p.relative_to(path).parts))
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not files:
                 raise DataError(f"{path}: directory holds no files to evaluate on")
             for f in files:
@@ -70,11 +74,15 @@ def evaluate_model(
         raise DataError(f"{', '.join(paths)}: no bytes to evaluate on (empty files or split)")
     context = context or model.cfg.seq_len
     results = {}
-    bar = tqdm(total=total * len(modes), unit="B", unit_scale=True, disable=not progress, desc="eval")
+    bar = tqdm(
+        total=total * len(modes), unit="B", unit_scale=True, disable=not progress, desc="eval"
+    )
     for mode in modes:
         nats = count = 0.0
         for _, data in docs:
-            r = score_bytes(model, data, context=context, mode=mode, stride=stride, batch_size=batch_size)
+            r = score_bytes(
+                model, data, context=context, mode=mode, stride=stride, batch_size=batch_size
+            )
             nats += r.nats
             count += r.count
             bar.update(len(data))
@@ -91,7 +99,9 @@ def evaluate_model(
 
 
 def format_eval(result: dict) -> str:
-    lines = [f"{result['bytes']:,} bytes in {result['documents']} document(s), context {result['context']}"]
+    lines = [
+        f"{result['bytes']:,} bytes in {result['documents']} document(s), context {result['context']}"
+    ]
     lines.append(f"{'':18s} bits/byte")
     for mode, bpb in result["modes"].items():
         lines.append(f"  model ({mode}){'':{max(0, 9 - len(mode))}s} {bpb:8.4f}")

@@ -23,7 +23,9 @@ class LoggingConfig:
     def validate(self) -> list[str]:
         errors = []
         if self.wandb not in WANDB_MODES:
-            errors.append(f"logging.wandb: must be one of {', '.join(WANDB_MODES)}; got {self.wandb!r}")
+            errors.append(
+                f"logging.wandb: must be one of {', '.join(WANDB_MODES)}; got {self.wandb!r}"
+            )
         if self.peak_flops < 0:
             errors.append(f"logging.peak_flops: must be >= 0, got {self.peak_flops}")
         return errors

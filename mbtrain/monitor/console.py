@@ -19,7 +19,11 @@ def human_duration(seconds: float) -> str:
 
 
 def format_train_line(row: dict, total_steps: int) -> str:
-    parts = [f"step {row['step']}/{total_steps}", f"loss {row['loss']:.4f}", f"bpb {row['bpb']:.3f}"]
+    parts = [
+        f"step {row['step']}/{total_steps}",
+        f"loss {row['loss']:.4f}",
+        f"bpb {row['bpb']:.3f}",
+    ]
     parts.append(f"lr {row['lr']:.2e}")
     if row.get("grad_norm") is not None:
         parts.append(f"gnorm {row['grad_norm']:.3f}")

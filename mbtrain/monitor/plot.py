@@ -63,7 +63,9 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> dict[str, int]:
         if n:
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray")
+            ax.text(
+                0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="gray"
+            )
     fig.suptitle(", ".join(name for name, _ in runs))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -168,11 +168,11 @@ class Trainer:
             print(f"[mbtrain] resumed from {root / tag} at step {self.state.step}", flush=True)
 
     def _start_monitoring(self) -> None:
+        from mbtrain.model import flops_per_byte
         from mbtrain.monitor.metrics import MetricsWriter
         from mbtrain.monitor.peak import device_peak_flops
         from mbtrain.monitor.wandb_logger import WandbLogger, new_run_id
         from mbtrain.monitor.watchdog import Watchdog
-        from mbtrain.model import flops_per_byte
 
         cfg = self.cfg
         self.flops_per_byte = flops_per_byte(cfg.model, training=True)
@@ -384,7 +384,11 @@ class Trainer:
         self.engine.eval()
         prompt = self.cfg.train.sample_prompt.encode()
         with ctx, torch.no_grad():
-            out = bytes(generate(model, prompt, max_bytes=n, temperature=0.8, top_k=40, seed=self.cfg.train.seed))
+            out = bytes(
+                generate(
+                    model, prompt, max_bytes=n, temperature=0.8, top_k=40, seed=self.cfg.train.seed
+                )
+            )
         self.engine.train()
         return (prompt + out).decode("utf-8", errors="replace")
 
@@ -392,7 +396,9 @@ class Trainer:
     def save_checkpoint(self, reason: str) -> Path:
         from mbtrain.train.rng import rng_state
 
-        loader_state = self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        loader_state = (
+            self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        )
         client = {"mbtrain": self.state.to_dict(), "config": config_to_dict(self.cfg)}
         rank_state = {"rng": rng_state(), "loader": loader_state}
         info = {
@@ -456,7 +462,9 @@ class Trainer:
                     "grad_norm": out["grad_norm"],
                     "bytes_per_s": bps,
                     "bytes_seen": self.state.bytes_seen,
-                    "mfu": (bps * self.flops_per_byte / self.total_peak) if self.total_peak else None,
+                    "mfu": (bps * self.flops_per_byte / self.total_peak)
+                    if self.total_peak
+                    else None,
                     "mem_bytes": peak_memory_bytes(self.env.device),
                     "elapsed_s": elapsed_before + now - t_start,
                     "eta_s": (tr.steps - step) * sum(recent) / len(recent),

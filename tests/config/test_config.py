@@ -21,7 +21,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_layering_precedence(tmp_path):
-    base = write(tmp_path / "base.yaml", "train:\n  steps: 10\n  seed: 1\ndata:\n  train: a/train\n")
+    write(tmp_path / "base.yaml", "train:\n  steps: 10\n  seed: 1\ndata:\n  train: a/train\n")
     child = write(tmp_path / "child.yaml", "base: base.yaml\ntrain:\n  steps: 20\n")
     cfg = load_config(child, ["train.seed=7"])
     assert cfg.train.steps == 20  # recipe over its base
@@ -48,7 +48,10 @@ def test_every_unknown_key_and_type_error_at_once_with_origin(tmp_path):
     assert f"train.stpes: unknown key; did you mean 'train.steps'? ({r}:4)" in msg
     assert f"train.micro_batch_size: expected int, got 'many' ({r}:5)" in msg
     assert "modle: unknown key; did you mean 'model'?" in msg and f"({r}:6)" in msg
-    assert "parallel.tensr: unknown key; did you mean 'parallel.tensor'? (override 'parallel.tensr=2')" in msg
+    assert (
+        "parallel.tensr: unknown key; did you mean 'parallel.tensor'? (override 'parallel.tensr=2')"
+        in msg
+    )
     assert "train.seed: expected int, got 'abc'" in msg
 
 
@@ -84,12 +87,20 @@ def test_bad_yaml_and_missing_recipe_name_the_file_and_line(tmp_path):
 
 
 def _cfg(tmp_path, *overrides):
-    r = write(tmp_path / "r.yaml", "data:\n  train: x\nmodel:\n  global_heads: 16\n  global_layers: 14\n")
+    r = write(
+        tmp_path / "r.yaml", "data:\n  train: x\nmodel:\n  global_heads: 16\n  global_layers: 14\n"
+    )
     return load_config(r, list(overrides))
 
 
 def test_layout_arithmetic(tmp_path):
-    cfg = _cfg(tmp_path, "parallel.tensor=2", "parallel.pipeline=2", "train.micro_batch_size=2", "train.grad_accum=4")
+    cfg = _cfg(
+        tmp_path,
+        "parallel.tensor=2",
+        "parallel.pipeline=2",
+        "train.micro_batch_size=2",
+        "train.grad_accum=4",
+    )
     layout = check_layout(cfg, 8)
     assert (layout.tensor, layout.pipeline, layout.data) == (2, 2, 2)
     assert layout.global_batch_size == 2 * 4 * 2
@@ -106,7 +117,9 @@ def test_layout_errors_say_what_would_work(tmp_path):
     with pytest.raises(ConfigError, match=r"set train.grad_accum=2"):
         check_layout(cfg, 4)
     cfg = _cfg(tmp_path, "parallel.pipeline=4")
-    with pytest.raises(ConfigError, match=r"global_layers \(14\) must be divisible by parallel.pipeline \(4\)"):
+    with pytest.raises(
+        ConfigError, match=r"global_layers \(14\) must be divisible by parallel.pipeline \(4\)"
+    ):
         check_layout(cfg, 4)
 
 
@@ -120,8 +133,14 @@ def test_resolved_config_round_trips(tmp_path):
 def test_deepspeed_config_is_generated_from_the_typed_config(tmp_path):
     from mbtrain.train.ds_config import build_deepspeed_config
 
-    cfg = _cfg(tmp_path, "train.micro_batch_size=3", "train.grad_accum=2", "parallel.zero_stage=2",
-               "train.precision=bf16", "optim.grad_clip=0.5")
+    cfg = _cfg(
+        tmp_path,
+        "train.micro_batch_size=3",
+        "train.grad_accum=2",
+        "parallel.zero_stage=2",
+        "train.precision=bf16",
+        "optim.grad_clip=0.5",
+    )
     layout = check_layout(cfg, 4)
     ds = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, layout)
     assert ds["train_batch_size"] == 3 * 2 * 4
@@ -145,7 +164,8 @@ def test_cli_prints_one_clear_message_and_exits_2(tmp_path):
     r = write(tmp_path / "r.yaml", "data:\n  train: x\ntrain:\n  stpes: 1\n")
     proc = subprocess.run(
         [sys.executable, "-m", "mbtrain.cli.main", "train", str(r), "--dry-run"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -154,9 +174,18 @@ def test_cli_prints_one_clear_message_and_exits_2(tmp_path):
 
 def test_cli_dry_run_prints_layout_and_deepspeed_config():
     proc = subprocess.run(
-        [sys.executable, "-m", "mbtrain.cli.main", "train", str(REPO / "recipes/tiny_cpu.yaml"),
-         "--dry-run", "--world-size", "2"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mbtrain.cli.main",
+            "train",
+            str(REPO / "recipes/tiny_cpu.yaml"),
+            "--dry-run",
+            "--world-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "train_batch_size" in proc.stdout and "data=2" in proc.stdout

@@ -16,8 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def mbtrain(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "mbtrain.cli.main", *args], capture_output=True,
-                          cwd=REPO, env={**__import__("os").environ, "DS_ACCELERATOR": "cpu"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mbtrain.cli.main", *args],
+        capture_output=True,
+        cwd=REPO,
+        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu"},
+    )
     if check:
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc
@@ -27,16 +31,36 @@ def mbtrain(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def trained(tiny_args, tmp_path_factory) -> Path:
     """A tiny model trained for 150 steps on real Python source."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
-    run(1, [*tiny_args, "train.steps=150", "train.log_every=25", "optim.lr=3e-3",
-            "optim.warmup_steps=20", "checkpoint.every=75", f"run.dir={run_dir}"], run_dir.parent / "logs")
+    run(
+        1,
+        [
+            *tiny_args,
+            "train.steps=150",
+            "train.log_every=25",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=20",
+            "checkpoint.every=75",
+            f"run.dir={run_dir}",
+        ],
+        run_dir.parent / "logs",
+    )
     return run_dir
 
 
 def test_eval_far_below_untrained_and_beside_compressors(trained, tiny_dataset, tmp_path):
     out = tmp_path / "eval.json"
-    proc = mbtrain("eval", str(trained), f"{tiny_dataset}/val", "--max-bytes", "6000", "-o", str(out))
+    proc = mbtrain(
+        "eval", str(trained), f"{tiny_dataset}/val", "--max-bytes", "6000", "-o", str(out)
+    )
     text = proc.stdout.decode()
-    for name in ("gzip -9", "bzip2 -9", "xz -9e", "model (basic)", "model (sliding)", "model (strided)"):
+    for name in (
+        "gzip -9",
+        "bzip2 -9",
+        "xz -9e",
+        "model (basic)",
+        "model (sliding)",
+        "model (strided)",
+    ):
         assert name in text, text
     result = json.loads(out.read_text())
     trained_bpb = result["modes"]["basic"]
@@ -68,20 +92,29 @@ def test_eval_on_raw_files_any_bytes(trained, tmp_path):
     (tmp_path / "d" / "a.bin").write_bytes(bytes(range(256)) * 4)
     code = b"def f(x):\n    return x + 1\n" * 20
     (tmp_path / "d" / "b.py").write_bytes(code)
-    proc = mbtrain("eval", str(trained), str(tmp_path / "d"), "--mode", "basic", "-o", str(tmp_path / "e.json"))
+    proc = mbtrain(
+        "eval", str(trained), str(tmp_path / "d"), "--mode", "basic", "-o", str(tmp_path / "e.json")
+    )
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["documents"] == 2 and result["bytes"] == 1024 + len(code)
     assert "gzip -9" in proc.stdout.decode()
 
 
 def test_generate_is_seeded_greedy_is_argmax_and_binary_stays_binary(trained, tmp_path):
-    a = mbtrain("generate", str(trained), "--prompt", "import ", "--max-bytes", "40", "--seed", "3").stdout
-    b = mbtrain("generate", str(trained), "--prompt", "import ", "--max-bytes", "40", "--seed", "3").stdout
-    c = mbtrain("generate", str(trained), "--prompt", "import ", "--max-bytes", "40", "--seed", "4").stdout
+    a = mbtrain(
+        "generate", str(trained), "--prompt", "import ", "--max-bytes", "40", "--seed", "3"
+    ).stdout
+    b = mbtrain(
+        "generate", str(trained), "--prompt", "import ", "--max-bytes", "40", "--seed", "3"
+    ).stdout
+    c = mbtrain(
+        "generate", str(trained), "--prompt", "import ", "--max-bytes", "40", "--seed", "4"
+    ).stdout
     assert a == b and len(a) == 40
     assert a != c
-    greedy = mbtrain("generate", str(trained), "--prompt", "def ", "--max-bytes", "12",
-                     "--temperature", "0").stdout
+    greedy = mbtrain(
+        "generate", str(trained), "--prompt", "def ", "--max-bytes", "12", "--temperature", "0"
+    ).stdout
     from mbtrain.checkpoint.consolidate import load_model
 
     model = load_model(trained)
@@ -97,14 +130,28 @@ def test_generate_is_seeded_greedy_is_argmax_and_binary_stays_binary(trained, tm
     prompt = tmp_path / "prompt.bin"
     prompt.write_bytes(bytes([0, 255, 128, 10]))
     out = tmp_path / "out.bin"
-    mbtrain("generate", str(trained), "--prompt-file", str(prompt), "--max-bytes", "64", "--seed", "0",
-            "-o", str(out))
+    mbtrain(
+        "generate",
+        str(trained),
+        "--prompt-file",
+        str(prompt),
+        "--max-bytes",
+        "64",
+        "--seed",
+        "0",
+        "-o",
+        str(out),
+    )
     assert len(out.read_bytes()) == 64
 
 
 def test_export_from_zero3_equals_the_training_engine(tiny_args, tmp_path):
     run_dir = tmp_path / "z3"
-    run(2, [*tiny_args, "train.steps=2", "parallel.zero_stage=3", f"run.dir={run_dir}"], tmp_path / "logs")
+    run(
+        2,
+        [*tiny_args, "train.steps=2", "parallel.zero_stage=3", f"run.dir={run_dir}"],
+        tmp_path / "logs",
+    )
     # run_dir/export was consolidated from the live ZeRO-3 engine at the end of training;
     # `mbtrain export` rebuilds the same weights from the checkpoint's optimizer partitions.
     mbtrain("export", str(run_dir), "--out", str(tmp_path / "exp"))
@@ -136,7 +183,10 @@ def test_errors_are_one_clear_line(trained, tmp_path):
     cases = [
         (["eval", str(tmp_path / "nope"), str(tmp_path)], "no such run directory or checkpoint"),
         (["generate", str(tmp_path)], "holds no complete checkpoint"),
-        (["eval", str(trained), str(tmp_path / "empty")], "no such file, directory or dataset split"),
+        (
+            ["eval", str(trained), str(tmp_path / "empty")],
+            "no such file, directory or dataset split",
+        ),
     ]
     incomplete = trained.parent / "incomplete" / "checkpoints" / "step00000009"
     incomplete.mkdir(parents=True)

@@ -27,17 +27,28 @@ def rank_env(rank: int, world: int, port: int, extra: dict | None = None) -> dic
     for k in [k for k in env if k.startswith("SLURM_")]:
         del env[k]
     env.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), DS_ACCELERATOR="cpu",
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        DS_ACCELERATOR="cpu",
         OMP_NUM_THREADS="1" if world > 1 else env.get("OMP_NUM_THREADS", "2"),
-        PYTHONWARNINGS="ignore", WANDB_SILENT="true",
+        PYTHONWARNINGS="ignore",
+        WANDB_SILENT="true",
     )
     env.update(extra or {})
     return env
 
 
-def launch(world: int, args: list[str], log_dir: Path, script: list[str] | None = None,
-           extra_env: dict | None = None) -> list[subprocess.Popen]:
+def launch(
+    world: int,
+    args: list[str],
+    log_dir: Path,
+    script: list[str] | None = None,
+    extra_env: dict | None = None,
+) -> list[subprocess.Popen]:
     """Start `world` ranks of `python -m mbtrain.cli.main train ARGS` (or of `script`)."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -45,10 +56,15 @@ def launch(world: int, args: list[str], log_dir: Path, script: list[str] | None 
     cmd = script or [sys.executable, "-m", "mbtrain.cli.main", "train"]
     for rank in range(world):
         out = open(log_dir / f"rank{rank}.log", "ab")
-        procs.append(subprocess.Popen(
-            [*cmd, *args], env=rank_env(rank, world, port, extra_env), stdout=out,
-            stderr=subprocess.STDOUT, cwd=REPO,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [*cmd, *args],
+                env=rank_env(rank, world, port, extra_env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        )
     return procs
 
 
@@ -66,9 +82,14 @@ def wait(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 300) -> 
 
 
 def read_logs(log_dir: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(log_dir.glob("*.log")))
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+        for p in sorted(log_dir.glob("*.log"))
+    )
 
 
 def run(world: int, args: list[str], log_dir: Path, expect: int = 0, **kw) -> None:
     codes = wait(launch(world, args, log_dir, **kw), log_dir)
-    assert all(c == expect for c in codes), f"exit codes {codes} (expected {expect}):\n{read_logs(log_dir)}"
+    assert all(c == expect for c in codes), (
+        f"exit codes {codes} (expected {expect}):\n{read_logs(log_dir)}"
+    )

@@ -53,7 +53,9 @@ def test_signal_stop_and_resume_is_bit_exact(zero, tiny_args, tmp_path):
     for p in procs:
         p.send_signal(signal.SIGUSR1)
     codes = wait(procs, log_dir)
-    assert codes == [75, 75], f"expected the requeue exit code 75, got {codes}:\n{read_logs(log_dir)}"
+    assert codes == [75, 75], (
+        f"expected the requeue exit code 75, got {codes}:\n{read_logs(log_dir)}"
+    )
     latest = (stopped / "checkpoints" / "latest").read_text().strip()
     stop_step = int(latest.removeprefix("step"))
     assert 3 <= stop_step < STEPS
@@ -62,7 +64,9 @@ def test_signal_stop_and_resume_is_bit_exact(zero, tiny_args, tmp_path):
     assert sorted(resumed) == list(range(1, STEPS + 1))
     # Bit for bit: same data order, same RNG, same optimizer state after the restart.
     assert resumed == ref_losses
-    marker = json.loads((stopped / "checkpoints" / f"step{STEPS:08d}" / "mbtrain_complete.json").read_text())
+    marker = json.loads(
+        (stopped / "checkpoints" / f"step{STEPS:08d}" / "mbtrain_complete.json").read_text()
+    )
     assert marker["zero_stage"] == zero and marker["world_size"] == 2
     assert (stopped / "export" / "model.safetensors").is_file()
 
@@ -73,8 +77,13 @@ def test_kill_9_during_save_resumes_from_previous_checkpoint(tiny_args, tmp_path
     args = [*tiny_args, "train.steps=6", "checkpoint.every=2", f"run.dir={tmp_path / 'run'}"]
     log_dir = tmp_path / "logs"
     gate = tmp_path / "saving"
-    procs = launch(1, args, log_dir, script=[__import__("sys").executable, str(Path(__file__).with_name("slow_save.py"))],
-                   extra_env={"SLOW_SAVE_GATE": str(gate), "SLOW_SAVE_STEP": "4"})
+    procs = launch(
+        1,
+        args,
+        log_dir,
+        script=[__import__("sys").executable, str(Path(__file__).with_name("slow_save.py"))],
+        extra_env={"SLOW_SAVE_GATE": str(gate), "SLOW_SAVE_STEP": "4"},
+    )
     deadline = time.time() + 240
     while not gate.exists():
         assert time.time() < deadline and procs[0].poll() is None, read_logs(log_dir)
@@ -83,25 +92,45 @@ def test_kill_9_during_save_resumes_from_previous_checkpoint(tiny_args, tmp_path
     procs[0].wait()
     root = tmp_path / "run" / "checkpoints"
     assert (root / "latest").read_text().strip() == "step00000002"
-    assert (root / "step00000004").is_dir() and not (root / "step00000004" / "mbtrain_complete.json").exists()
+    assert (root / "step00000004").is_dir() and not (
+        root / "step00000004" / "mbtrain_complete.json"
+    ).exists()
     run(1, args, tmp_path / "logs2")
     log = read_logs(tmp_path / "logs2")
     assert "resumed from" in log and "step00000002" in log
     assert (root / "latest").read_text().strip() == "step00000006"
-    assert not (root / "step00000004").exists() or (root / "step00000004" / "mbtrain_complete.json").exists()
+    assert (
+        not (root / "step00000004").exists()
+        or (root / "step00000004" / "mbtrain_complete.json").exists()
+    )
     assert sorted(losses(tmp_path / "run")) == list(range(1, 7))
 
 
 def test_nonfinite_loss_stops_with_the_step_named(tiny_args, tmp_path):
-    args = [*tiny_args, "train.steps=6", "optim.lr=1e30", "optim.warmup_steps=0", "optim.grad_clip=0",
-            f"run.dir={tmp_path / 'run'}"]
+    args = [
+        *tiny_args,
+        "train.steps=6",
+        "optim.lr=1e30",
+        "optim.warmup_steps=0",
+        "optim.grad_clip=0",
+        f"run.dir={tmp_path / 'run'}",
+    ]
     log_dir = tmp_path / "logs"
     run(1, args, log_dir, expect=1)
     log = read_logs(log_dir)
     assert "non-finite loss at step" in log and "Traceback" not in log
     log_dir = tmp_path / "logs_skip"
-    run(1, [*args[:-1], f"run.dir={tmp_path / 'skip'}", "train.on_nonfinite=skip", "train.max_nonfinite_skips=2"],
-        log_dir, expect=1)
+    run(
+        1,
+        [
+            *args[:-1],
+            f"run.dir={tmp_path / 'skip'}",
+            "train.on_nonfinite=skip",
+            "train.max_nonfinite_skips=2",
+        ],
+        log_dir,
+        expect=1,
+    )
     log = read_logs(log_dir)
     assert log.count("non-finite loss, update skipped") == 2
     assert "non-finite loss at step" in log
