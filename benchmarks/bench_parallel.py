@@ -4,7 +4,7 @@ Per case: training bytes/s over the whole job, peak process memory (max RSS) of 
 largest rank, and the parameter bytes each rank holds (max over ranks). Cases (every one
 trains the same global batch: 8 sequences of 1,024 bytes per step):
 
-* TP=1 on 1 process (2 threads: the whole machine) — the reference;
+* TP=1 on 1 process, with 1 thread (the reference) and with 2 (the whole machine);
 * TP=2 on 2 processes (1 thread each), local model split over the tensor ranks or replicated;
 * PP=2 on 2 processes (4 micro-batches in the pipeline);
 * DP=2 on 2 processes, for comparison;
@@ -48,6 +48,7 @@ MODEL = [
 ]
 CASES = [
     # name, processes, threads per process, overrides
+    ("TP=1", 1, 1, ["train.grad_accum=4"]),
     ("TP=1", 1, 2, ["train.grad_accum=4"]),
     (
         "TP=2, local split",
@@ -158,10 +159,11 @@ def run_case(
         "OMP_NUM_THREADS": str(threads),
         "PYTHONPATH": str(REPO),
     }
+    load = os.getloadavg()[0]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(result.read_text())
+    return {**json.loads(result.read_text()), "load": load}
 
 
 def main() -> None:
@@ -199,12 +201,15 @@ def main() -> None:
         "- **CPU numbers show communication overhead, not speed-up**: two processes share the two cores "
         "the single process uses alone, and every TP all-reduce / PP send goes through gloo.",
         "",
-        "| case | processes x threads | step (s) | bytes/s | vs TP=1 | params per rank (MiB) | peak RSS per rank (MiB) |",
-        "|---|---|---|---|---|---|---|",
+        "- load: the machine's 1-minute load average when the case started (other jobs share the CPU)",
+        "",
+        "| case | processes x threads | load | step (s) | bytes/s | vs TP=1 | params per rank (MiB) "
+        "| peak RSS per rank (MiB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, procs, threads, r in rows:
         lines.append(
-            f"| {name} | {procs} x {threads} | {r['step_s']:.2f} | {r['bytes_per_s']:,.0f} | "
+            f"| {name} | {procs} x {threads} | {r['load']:.1f} | {r['step_s']:.2f} | {r['bytes_per_s']:,.0f} | "
             f"{r['bytes_per_s'] / base['bytes_per_s']:.2f}x | {r['param_bytes'] / 2**20:.2f} | {r['peak_rss'] / 2**20:.0f} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")

@@ -427,7 +427,7 @@ class Trainer:
         last_loss = val_bpb = None
         t_start = time.perf_counter()
         elapsed_before = self.state.elapsed_s
-        window_t, window_bytes, window_steps = time.perf_counter(), 0.0, 0
+        window_time, window_bytes = 0.0, 0.0
         step_times: list[float] = []
         if self.rank == 0 and self.state.step < tr.steps:
             print(
@@ -448,11 +448,12 @@ class Trainer:
             self.state.bytes_seen += int(out["bytes"])
             last_loss = out["loss"]
             step_times.append(time.perf_counter() - t0)
+            # Throughput counts training steps only, not evaluation or checkpoint time.
+            window_time += step_times[-1]
             window_bytes += out["bytes"]
-            window_steps += 1
             if step % tr.log_every == 0 or step == tr.steps:
                 now = time.perf_counter()
-                bps = window_bytes / max(now - window_t, 1e-9)
+                bps = window_bytes / max(window_time, 1e-9)
                 recent = step_times[-20:]
                 row = {
                     "step": step,
@@ -473,7 +474,7 @@ class Trainer:
                     self.metrics.write(row)
                     self.wandb.log(row, step)
                     print(format_train_line(row, tr.steps), flush=True)
-                window_t, window_bytes, window_steps = time.perf_counter(), 0.0, 0
+                window_time, window_bytes = 0.0, 0.0
             if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
                 val_bpb = self._eval_and_log(step)
             self.state.elapsed_s = elapsed_before + time.perf_counter() - t_start

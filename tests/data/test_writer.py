@@ -76,9 +76,8 @@ def test_unsupported_configs_fall_back_to_mdswriter():
     assert fast_supported("", ["md5"])
 
 
-def test_local_merge_equals_streaming_merge_index(corpus, tmp_path):
-    from streaming.base.util import merge_index
-
+def test_local_merge_index_lists_every_part_shard(corpus, tmp_path):
+    """What streaming's merge_index writes: the parts' shards, in part order, names prefixed."""
     from mbtrain.data import PrepareConfig, prepare
 
     root, _ = corpus
@@ -88,9 +87,13 @@ def test_local_merge_equals_streaming_merge_index(corpus, tmp_path):
             inputs=[root], out=str(out), seq_len=64, size_limit=4096, workers=2, progress=False
         )
     )
-    names = [f"part-0000{k}-of-00002" for k in range(2)]
-    ref = tmp_path / "ref"
-    ref.mkdir()
-    merge_index([str(out / "train" / n / "index.json") for n in names], str(ref))
+    expect = []
+    for n in [f"part-0000{k}-of-00002" for k in range(2)]:
+        for sh in json.loads((out / "train" / n / "index.json").read_text())["shards"]:
+            for key in ("raw_data", "zip_data"):
+                if sh.get(key):
+                    sh[key]["basename"] = f"{n}/{sh[key]['basename']}"
+                    assert (out / "train" / sh[key]["basename"]).exists() or key == "raw_data"
+            expect.append(sh)
     mine = json.loads((out / "train" / "index.json").read_text())
-    assert mine == json.loads((ref / "index.json").read_text()) and mine["shards"]
+    assert mine == {"version": 2, "shards": expect} and len(expect) > 2

@@ -44,7 +44,7 @@ def _trained_model():
     text = b"the quick brown fox jumps over a lazy dog. " * 30
     data = torch.tensor(list(text))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(120):
+    for _ in range(80):
         starts = torch.randint(0, len(text) - 32, (8,))
         x = torch.stack([data[s : s + 32] for s in starts])
         opt.zero_grad()
