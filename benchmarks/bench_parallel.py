@@ -18,7 +18,7 @@ GPUs; the per-rank parameter memory is what carries over.
 Each case is a `torchrun` job that calls the library's Trainer (`_build_engine`,
 `train_step`) on synthetic batches.
 
-    .venv/bin/python benchmarks/bench_parallel.py [--steps 3] [--out benchmarks/results_parallel.md]
+    .venv/bin/python benchmarks/bench_parallel.py [--steps 3] [--ab 3] [--out benchmarks/results_parallel.md]
 """
 
 from __future__ import annotations
@@ -170,6 +170,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_parallel.md"))
+    ap.add_argument(
+        "--ab",
+        type=int,
+        default=3,
+        help="alternating runs of TP=2 with the local model split / replicated",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--overrides", default="[]", help=argparse.SUPPRESS)
@@ -188,6 +194,20 @@ def main() -> None:
             r = run_case(name, procs, threads, overrides, args.steps, Path(tmp))
             rows.append((name, procs, threads, r))
             print(name, r, flush=True)
+        # split_local: the machine's load drifts between cases, so alternate the two variants
+        # and compare medians.
+        ab: dict[str, list[float]] = {"split": [], "replicated": []}
+        for _ in range(args.ab):
+            for variant in ab:
+                overrides = [
+                    "parallel.tensor=2",
+                    f"parallel.split_local={variant == 'split'}".lower(),
+                ]
+                r = run_case(
+                    variant, 2, 1, [*overrides, "train.grad_accum=4"], args.steps, Path(tmp)
+                )
+                ab[variant].append(r["step_s"])
+                print(variant, r, flush=True)
     base = rows[0][3]
     lines = [
         "# Parallelism benchmark: tensor and pipeline parallel on CPU",
@@ -195,7 +215,7 @@ def main() -> None:
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other engineers' jobs: "
         f"numbers are noisy), torch {torch.__version__}, Python {platform.python_version()}, gloo, fp32",
-        f"- command: `.venv/bin/python benchmarks/bench_parallel.py --steps {args.steps}`",
+        f"- command: `.venv/bin/python benchmarks/bench_parallel.py --steps {args.steps} --ab {args.ab}`",
         f"- model: tiny_cpu recipe with {' '.join(MODEL)}; global batch 8 x 1,024 bytes per step "
         "(micro-batch 2), ZeRO-0, AdamW; timings over the steps after one warm-up step",
         "- **CPU numbers show communication overhead, not speed-up**: two processes share the two cores "
@@ -212,6 +232,21 @@ def main() -> None:
             f"| {name} | {procs} x {threads} | {r['load']:.1f} | {r['step_s']:.2f} | {r['bytes_per_s']:,.0f} | "
             f"{r['bytes_per_s'] / base['bytes_per_s']:.2f}x | {r['param_bytes'] / 2**20:.2f} | {r['peak_rss'] / 2**20:.0f} |"
         )
+    if args.ab:
+        import statistics
+
+        med = {k: statistics.median(v) for k, v in ab.items()}
+        lines += [
+            "",
+            f"## TP=2: local model split over the tensor ranks vs replicated ({args.ab} alternating runs each)",
+            "",
+            "| local model | step times (s) | median (s) |",
+            "|---|---|---|",
+            *(
+                f"| {k} | {', '.join(f'{t:.2f}' for t in v)} | {med[k]:.2f} |"
+                for k, v in ab.items()
+            ),
+        ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -11,15 +11,15 @@ from mbtrain.data.config import DataConfig, PrepareConfig
 
 
 def prepare(cfg):
-    """See `mbtrain.data.prepare.prepare`."""
-    from mbtrain.data.prepare import prepare as _prepare
+    """See `mbtrain.data.preparation.prepare`."""
+    from mbtrain.data.preparation import prepare as _prepare
 
     return _prepare(cfg)
 
 
 def merge(out: str):
-    """See `mbtrain.data.merge.merge`."""
-    from mbtrain.data.merge import merge as _merge
+    """See `mbtrain.data.merging.merge`."""
+    from mbtrain.data.merging import merge as _merge
 
     return _merge(out)
 

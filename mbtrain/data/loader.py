@@ -16,6 +16,7 @@ sharing shared memory between model-parallel peers.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import os
@@ -70,7 +71,11 @@ def _cache_dir(cfg_cache: str | None, path: str, meta: dict, rank: int, n: int) 
     base = cfg_cache or os.path.join(tempfile.gettempdir(), "mbtrain-cache")
     # The dataset id changes whenever the dataset is re-prepared: a stale cache is never reused.
     key = hashlib.sha1(f"{path}\0{meta.get('dataset_id')}".encode()).hexdigest()[:16]
-    return os.path.join(base, key, f"rank{rank}" + (f".{n}" if n else ""))
+    # Streaming refuses a local directory another live dataset uses; two runs on one node
+    # reading the same dataset would collide without the process id. Removed at exit.
+    out = os.path.join(base, key, f"rank{rank}.pid{os.getpid()}" + (f".{n}" if n else ""))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    return out
 
 
 def collate(samples: list[dict], seq_len: int) -> dict[str, torch.Tensor]:

@@ -4,46 +4,59 @@ Pure PyTorch: no torch.distributed, no DeepSpeed, no I/O. Parallelism is applied
 outside (`mbtrain.parallel`) through the module structure documented in `layers.py` and
 the decomposition methods of `MegaByte` / `ByteTransformer`.
 
-Contract (other packages code against it):
+Public API (contract relied on by training, parallelism and the CLI):
+- `build_model(cfg) -> nn.Module`; `model(x)` with x LongTensor [B, T] of byte values returns
+  next-byte logits [B, T, 256], logits[:, t] depending only on x[:, :t];
+  `model.loss(x, mask=None)` is the mean cross-entropy (nats) over positions where mask is
+  True, computed in chunks so [B, T, 256] float logits never exist at once.
+- `count_parameters(cfg)`, `flops_per_byte(cfg, training=True)`: analytic accounting.
+- `generate(...)`: KV-cached sampling; `score_bytes(...)`: basic/sliding/strided scoring.
 
-* `model = build_model(cfg)`; `model(x)` with x LongTensor [B, T] of bytes returns logits
-  [B, T, 256], where logits[:, t] depends only on x[:, :t] and predicts x[:, t]. Any T works
-  (T <= cfg.seq_len with `pos: learned`); T need not be a multiple of P.
-* `model.loss(x, mask=None)`: mean cross-entropy in nats over positions where the bool mask
-  [B, T] is True; the head runs in chunks of `cfg.loss_chunk_size` positions.
-  `model.nll(x)`: per-byte NLL [B, T] without autograd.
-* Pipelining: `h = model.embed_global(x)`; `for block in model.global_model.blocks: h =
-  block(h)`; then `model.local_head(h, x, mask)` (loss) or `model.local_logits(h, x)`.
-* Tensor parallelism: blocks have `attn_norm`, `attn` (`q_proj`, `k_proj`, `v_proj`,
-  `out_proj`; head count read from `q_proj.out_features // attn.head_dim`), `mlp_norm`,
-  `mlp` (`up_proj`, `gate_proj` for swiglu, `down_proj`).
-* `count_parameters(cfg)` equals the built model's parameter count; `flops_per_byte(cfg,
-  training=True)` is the analytic model FLOPs per byte for MFU.
-* `generate(model, prompt, max_bytes, temperature, top_k, top_p, seed, stop)` yields ints;
-  `score_bytes(model, data, context, mode, stride, batch_size)` returns `ScoreResult(nats,
-  count)` with `.bpb`.
+Exports resolve lazily: `ModelConfig` is needed by config validation on login nodes, where
+importing torch (seconds) for it would only slow `mbtrain submit` down.
 """
 
 from __future__ import annotations
 
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from mbtrain.errors import ConfigError
-from mbtrain.model.baseline import ByteTransformer
 from mbtrain.model.config import ModelConfig
-from mbtrain.model.flops import count_parameters, flops_per_byte
-from mbtrain.model.generate import cached_logprobs, generate
-from mbtrain.model.megabyte import MegaByte
-from mbtrain.model.scoring import ScoreResult, score_bytes
+
+if TYPE_CHECKING:
+    from torch import nn
+
+_LAZY = {
+    "ByteTransformer": "mbtrain.model.baseline",
+    "MegaByte": "mbtrain.model.megabyte",
+    "count_parameters": "mbtrain.model.flops",
+    "flops_per_byte": "mbtrain.model.flops",
+    "cached_logprobs": "mbtrain.model.generate",
+    "generate": "mbtrain.model.generate",
+    "ScoreResult": "mbtrain.model.scoring",
+    "score_bytes": "mbtrain.model.scoring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mbtrain.model' has no attribute {name!r}")
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A MegaByte or ByteTransformer for `cfg`, on CPU in float32; raises ConfigError if invalid."""
+    from mbtrain.errors import ConfigError
+
     problems = cfg.validate()
     if problems:
         raise ConfigError("; ".join(problems))
     if cfg.arch == "transformer":
+        from mbtrain.model.baseline import ByteTransformer
+
         return ByteTransformer(cfg)
+    from mbtrain.model.megabyte import MegaByte
+
     return MegaByte(cfg)
 
 

@@ -10,6 +10,17 @@ package never imports torch.distributed. The order of its steps, and why:
 4. the caller hands the result to `deepspeed.initialize`, which adds ZeRO data parallelism
    (with a pipeline DeepSpeed takes the PipelineModule's grid as its mpu, built from the
    same topology).
+
+Modules: `topology` (DeepSpeed topology and grid, the `mpu`), `tensor` (sharded linears,
+`apply_tensor_parallel`, the local-model split), `pipeline` (the PipelineModule and its
+parameter names), `consolidate` (full weights from a live engine or from any layout's
+checkpoint; DeepSpeed's `universal_checkpoint_info`), `reshard` (resume a checkpoint in
+another layout), `distributed` (process-group start-up).
+
+Known limits: ZeRO-3 is supported with tensor parallelism for training but not for
+resharding or merging its checkpoints; with a pipeline, DeepSpeed's `train_batch` applies
+the update itself, so a non-finite loss stops the run instead of skipping the step, and
+ZeRO-0 reports no gradient norm.
 """
 
 from __future__ import annotations

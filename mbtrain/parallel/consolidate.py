@@ -282,3 +282,34 @@ def merge_parallel_checkpoint(root: Path, tag: str, info: dict) -> dict[str, tor
 
     model_cfg = model_config_of(info, Path(root))
     return read_full_checkpoint(Path(root), tag, info, model_cfg).weights
+
+
+def universal_checkpoint_info(module: torch.nn.Module) -> dict[str, Any]:
+    """DeepSpeed's `universal_checkpoint_info` for a (tensor-parallel) engine module.
+
+    Saved in the checkpoint's client state under `UNIVERSAL_CHECKPOINT_INFO`, it lets
+    DeepSpeed's `ds_to_universal` merge this layout's shards: parameters without
+    `tensor_model_parallel` are replicated over the tensor group, row-parallel ones are
+    concatenated along dim 1, the rest (column-parallel) along dim 0. mbtrain's own
+    resharding (`mbtrain.parallel.reshard`) does not need it; it is there for DeepSpeed's
+    tooling.
+    """
+    from deepspeed.checkpoint.constants import (
+        PARAMETER_WITH_ROW_PARALLELISM_PATTERNS,
+        TP_REPLICATED_PARAMETER_PATTERNS,
+        UNIVERSAL_CHECKPOINT_VERSION_KEY,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    )
+
+    replicated, row = [], []
+    for name, p in module.named_parameters():
+        pattern = re.escape(name) + "$"
+        if not getattr(p, "tensor_model_parallel", False):
+            replicated.append(pattern)
+        elif getattr(p, "partition_dim", 0) == 1:
+            row.append(pattern)
+    return {
+        UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+        TP_REPLICATED_PARAMETER_PATTERNS: replicated,
+        PARAMETER_WITH_ROW_PARALLELISM_PATTERNS: row,
+    }

@@ -481,7 +481,8 @@ class Trainer:
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < tr.steps:
                 self.save_checkpoint("every")
                 self.watchdog.pause()
-            if self._stop_requested():
+            # A stop during the last step needs no requeue: the run ends here anyway.
+            if step < tr.steps and self._stop_requested():
                 if self.last_saved_step != step:
                     self.save_checkpoint(f"signal {self.stop.signum}")
                 raise RequeueExit()

@@ -269,3 +269,23 @@ def test_term_forwarded_as_usr1_and_early_signal_kept(tmp_path, fake_slurm):
     steps = _metrics_steps(run_dir)
     assert 0 < len(steps) < 400 and not (run_dir / "finished").exists()
     assert log.read_text().split() == ["requeue", "77"]
+
+
+def test_prepare_slurm_dry_run(tmp_path, monkeypatch):
+    """`mbtrain prepare --slurm --dry-run`: relative paths made absolute, array + merge scripts."""
+    from mbtrain.cluster.prepare import cluster_config_from_pairs, submit_prepare
+    from mbtrain.data.config import PrepareConfig
+
+    monkeypatch.chdir(tmp_path)
+    cluster = cluster_config_from_pairs(["time=00:30:00", "partition=cpu"], cpus_per_task=4)
+    assert (cluster.time, cluster.partition, cluster.cpus_per_task) == ("00:30:00", "cpu", 4)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        cluster_config_from_pairs(["bogus=1"])
+    cfg = PrepareConfig(inputs=["raw/*.txt"], out="out/ds", seq_len=64, worker_count=3, workers=4)
+    array, merge = submit_prepare(cfg, cluster_cfg=cluster, python="py", dry_run=True)
+    corpus = tmp_path / "out" / "ds.slurm" / "prepare.yaml"
+    assert "--array=0-2" in sbatch_options(array) and "--partition=cpu" in sbatch_options(array)
+    assert f"py -m mbtrain.cli.main prepare --corpus {corpus} --no-progress" in array
+    assert '--worker-index "$SLURM_ARRAY_TASK_ID" --worker-count 3' in array
+    assert f"prepare --merge --out {tmp_path / 'out' / 'ds'}" in merge
+    assert not corpus.exists()  # a dry run writes nothing

@@ -8,6 +8,7 @@ the whole module around a minute.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -66,7 +67,10 @@ def test_gloo_across_srun_tasks(
     assert "COMPLETED" in format_status(status)
 
 
-def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
+@pytest.mark.parametrize("sig", ["USR1", "TERM"])
+def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output, sig):
+    """USR1: the time-limit warning. TERM to the batch shell: must reach the ranks as USR1,
+    since srun answers TERM by killing its tasks (Slurm 22.05: "forcing job termination")."""
     run_dir = tmp_path / "preempt"
     steps = 40
     job_id = submit(
@@ -86,7 +90,7 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
     assert "RUNNING" in format_status(running) and running["step"] >= 5
 
     # What Slurm does ahead of the time limit with --signal=B:USR1@N: signal the batch shell.
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    subprocess.run(["scancel", f"--signal={sig}", "--batch", job_id], check=True)
     t_signal = time.monotonic()
     rec = wait_job(job_id, lambda r: int(r.get("Restarts", 0)) >= 1, timeout=60, poll=0.2)
     tag = (run_dir / "checkpoints" / "latest").read_text()
@@ -104,7 +108,7 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
     t_resumed = time.monotonic()
     rec = wait_job(job_id, timeout=90)
     assert rec["JobState"] == "COMPLETED", job_output(run_dir)
-    print(f"requeue latency (USR1 -> running again): {t_resumed - t_signal:.1f} s")
+    print(f"requeue latency ({sig} -> running again): {t_resumed - t_signal:.1f} s")
 
     steps_seen = _metrics_steps(run_dir)
     # The resumed job starts right after the checkpoint: every step exactly once.
@@ -123,6 +127,7 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output):
     assert events == ["start", "requeue", "start", "done"], events
     out = job_output(run_dir)
     assert "forwarding to the job step" in out and "requeueing job" in out
+    assert f"standin: signal {int(signal.SIGUSR1)} -> saved" in out, out  # USR1 even for TERM
     final = run_status(run_dir)
     assert (
         final["state"] == "COMPLETED" and final["step"] == steps and final["val_bpb"] == 2.0 / steps

@@ -74,7 +74,7 @@ def test_interrupted_prepare_is_never_complete(corpus, docs_of, ids_of, tmp_path
     root, expected = corpus
     out = tmp_path / "i"
     prepare(cfg([root], out))
-    import mbtrain.data.prepare as prep
+    import mbtrain.data.preparation as prep
 
     real = prep.read_documents
 

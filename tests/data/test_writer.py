@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from mbtrain.data import PrepareConfig, prepare
 from mbtrain.data.windows import Windower, make_sample
 from mbtrain.data.writer import COLUMNS, FastMDSWriter, encode_window, fast_supported
 
@@ -78,8 +79,6 @@ def test_unsupported_configs_fall_back_to_mdswriter():
 
 def test_local_merge_index_lists_every_part_shard(corpus, tmp_path):
     """What streaming's merge_index writes: the parts' shards, in part order, names prefixed."""
-    from mbtrain.data import PrepareConfig, prepare
-
     root, _ = corpus
     out = tmp_path / "m"
     prepare(

@@ -48,7 +48,7 @@ def run_workers(
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(REPO),
         }
-        log = open(out_dir / f"rank{rank}.log", "w")  # noqa: SIM115 (closed after the wait)
+        log = open(out_dir / f"rank{rank}.log", "w")  # closed after the wait
         procs.append(
             (
                 subprocess.Popen(

@@ -109,3 +109,11 @@ def test_four_processes_tp_dp_and_pp_tp(launch):
     assert _close(r["losses"], r["ref"]), (r["losses"], r["ref"])
     assert r["weight_diff"] < WEIGHT_TOL
     assert abs(r["val_loss"] - r["ref_val"]) < LOSS_TOL
+
+
+@pytest.mark.dist
+def test_universal_checkpoint_info_lets_deepspeed_convert(launch):
+    """With `universal_checkpoint_info` in the client state, DeepSpeed's ds_to_universal merges
+    a TP=2 ZeRO-1 checkpoint into exactly the consolidated weights."""
+    res = launch("universal", 2)
+    assert res["universal_diff"] == 0.0

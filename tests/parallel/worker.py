@@ -386,6 +386,47 @@ def scenario_resume(out: Path, args: dict) -> dict:
     return res
 
 
+def scenario_universal(out: Path, args: dict) -> dict:
+    """A TP=2 ZeRO-1 checkpoint with universal_checkpoint_info converts with ds_to_universal."""
+    import argparse
+    import dataclasses
+
+    from deepspeed.checkpoint import ds_to_universal
+    from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
+
+    from mbtrain.parallel.consolidate import universal_checkpoint_info
+
+    cfg = make_cfg(out / "uc", tensor=2, zero=1)
+    tr = build_trainer(cfg, rank_batches(cfg, 0, 0, 1))
+    tr.train_step()
+    client = {UNIVERSAL_CHECKPOINT_INFO: universal_checkpoint_info(tr.engine.module)}
+    marker = {"tensor": 2, "pipeline": 1, "data": 1, "zero_stage": 1}
+    marker["model"] = dataclasses.asdict(cfg.model)
+    path = tr.ckpt.save(tr.engine, 1, client, {}, marker)
+    live = full_state(tr)
+    worst = 0.0
+    if dist.get_rank() == 0:
+        uni = out / "universal"
+        ds_to_universal.main(
+            argparse.Namespace(
+                input_folder=str(path),
+                output_folder=str(uni),
+                num_extract_workers=1,
+                num_merge_workers=1,
+                keep_temp_folder=False,
+                strict=True,
+                inject_missing_state=False,
+            )
+        )
+        for name, ref in live.items():
+            f = uni / "zero" / f"model.{name}" / "fp32.pt"
+            if name == "head.weight" and not f.exists():
+                continue  # tied to local_embed.weight (only when tie_local_embedding)
+            got = torch.load(f, weights_only=False)["param"]
+            worst = max(worst, float((got.float() - ref).abs().max()))
+    return {"universal_diff": worst}
+
+
 def scenario_save_resume(out: Path, args: dict) -> dict:
     """Both in one job (one start-up): resume `cases`, then save `layouts`."""
     return {"resumed": scenario_resume(out, args), "saved": scenario_save(out, args)}
@@ -397,6 +438,7 @@ SCENARIOS = {
     "save": scenario_save,
     "resume": scenario_resume,
     "save_resume": scenario_save_resume,
+    "universal": scenario_universal,
 }
 
 

@@ -16,7 +16,7 @@ import tempfile
 import uuid
 
 from mbtrain.data import storage
-from mbtrain.data.prepare import SPLITS, PrepareResult, add_stats, empty_stats, part_name
+from mbtrain.data.preparation import SPLITS, PrepareResult, add_stats, empty_stats, part_name
 from mbtrain.errors import DataError
 
 FORMAT = "mbtrain.bytes/1"

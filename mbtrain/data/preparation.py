@@ -6,7 +6,7 @@ Layout of an output (local directory or object-store prefix):
     out/train/part-00000-of-00004/      one MDS directory per part and split
     out/val/part-00000-of-00004/
     out/parts/part-00000-of-00004.json  completion marker + stats of a part (written last)
-    out/train/index.json, val/index.json   merged index (streaming's merge_index)
+    out/train/index.json, val/index.json   merged index (as streaming's merge_index writes it)
     out/stats.json                      totals, per-source counts, skipped inputs
     out/train/mbtrain.json, val/...     seq_len etc. with complete=true: written very last
 
@@ -274,7 +274,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         with ctx.Pool(cfg.workers) as pool:
             results = pool.map(_run_part_star, jobs, chunksize=1)
     if cfg.worker_count == 1:
-        from mbtrain.data.merge import merge
+        from mbtrain.data.merging import merge
 
         return merge(cfg.out)
     stats = empty_stats()

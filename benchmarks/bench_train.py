@@ -1,0 +1,182 @@
+"""Model FLOPs utilisation of the real training loop, against a matmul peak measured in the same run.
+
+`mbtrain train recipes/bench_25m_cpu.yaml` runs in a child process exactly as a user runs it
+(DeepSpeed engine, 1 process, fp32, the data loader, the optimizer step); its metrics.jsonl
+gives `bytes_per_s` and `mfu` (= flops_per_byte(training) * bytes/s / peak, the peak that the
+loop itself measures at start-up with `mbtrain.monitor.peak`). Steps up to `--warmup` are
+dropped (allocations, optimizer-state creation). Around the training run this process measures
+the fp32 matmul peak of the machine (torch.mm, n = 1024 and 2048, all threads), before and
+after, so that MFU can also be read against a peak measured under the same load.
+
+`--baseline DIR` runs the same recipe a second time with the `mbtrain` package found in DIR
+(e.g. `git archive HEAD mbtrain | tar -x -C DIR`), interleaved, for a before/after ratio.
+
+    .venv/bin/python -m benchmarks.bench_train [--steps 8] [--warmup 3] [--baseline DIR] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "bench_25m_cpu.yaml"
+CORPUS = REPO / "data_prep" / "corpora" / "pystdlib.yaml"
+
+
+def ensure_data(train_dir: Path, seq_len: int) -> None:
+    """Prepare the pystdlib corpus with `seq_len` into train_dir's parent unless it is there."""
+    if (train_dir / "index.json").exists():
+        return
+    from mbtrain.data import PrepareConfig, prepare
+    from mbtrain.data.cli import load_corpus
+
+    corpus = load_corpus(str(CORPUS))
+    cfg = PrepareConfig(
+        inputs=corpus["inputs"],
+        exclude=corpus["exclude"],
+        out=str(train_dir.parent),
+        seq_len=seq_len,
+        val_fraction=corpus.get("val_fraction", 0.05),
+        workers=1,
+        progress=False,
+    )
+    t0 = time.perf_counter()
+    result = prepare(cfg)
+    print(f"[bench_train] {result.summary()} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def matmul_peak(n: int, seconds: float) -> float:
+    """fp32 FLOP/s of an n x n torch.mm with all threads (best of repeated calls)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def run_train(
+    pythonpath: Path, run_dir: Path, recipe: Path, steps: int, overrides: list[str]
+) -> list[dict]:
+    """One `mbtrain train` child; returns its metrics.jsonl training rows."""
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONPATH": str(pythonpath),
+        "PYTHONWARNINGS": "ignore",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "mbtrain.cli.main",
+        "train",
+        str(recipe),
+        f"run.dir={run_dir}",
+        f"train.steps={steps}",
+        "checkpoint.every=0",
+        *overrides,
+    ]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "bytes_per_s" in r]
+
+
+def summarise(rows: list[dict], warmup: int, peaks: list[float], fpb: float) -> dict:
+    timed = [r for r in rows if r["step"] > warmup] or rows[-1:]
+    # Best step: the CPU is shared and other jobs only ever slow a step down; mean as well.
+    bps = [r["bytes_per_s"] for r in timed]
+    mfu = [r["mfu"] for r in timed if r.get("mfu") is not None]
+    peak = max(peaks)
+    return {
+        "steps": [r["step"] for r in timed],
+        "bytes_per_s_best": max(bps),
+        "bytes_per_s_mean": sum(bps) / len(bps),
+        "loop_mfu_best": max(mfu) if mfu else None,
+        "loop_mfu_mean": sum(mfu) / len(mfu) if mfu else None,
+        "loop_peak_flops": max(bps) * fpb / max(mfu) if mfu else None,
+        "measured_peak_flops": peak,
+        "mfu_vs_measured_peak": max(bps) * fpb / peak,
+        "model_gflops_per_s": max(bps) * fpb / 1e9,
+        "mem_bytes": max(r.get("mem_bytes") or 0 for r in rows),
+    }
+
+
+def run(
+    steps: int = 8,
+    warmup: int = 3,
+    baseline: str | None = None,
+    recipe: Path = RECIPE,
+    overrides: list[str] | None = None,
+) -> dict:
+    """Measure the loop's MFU (and optionally a baseline's); returns a dict for the report."""
+    from mbtrain.config import load_config
+    from mbtrain.model import count_parameters, flops_per_byte
+
+    overrides = overrides or []
+    cfg = load_config(recipe, overrides)
+    ensure_data(REPO / cfg.data.train, cfg.model.seq_len)
+    fpb = flops_per_byte(cfg.model, training=True)
+    variants = {"current": REPO}
+    if baseline:
+        variants = {"baseline": Path(baseline).resolve(), "current": REPO}
+    out: dict = {
+        "recipe": str(recipe.relative_to(REPO)),
+        "overrides": overrides,
+        "params": count_parameters(cfg.model),
+        "flops_per_byte": fpb,
+        "seq_len": cfg.model.seq_len,
+        "bytes_per_step": cfg.model.seq_len * cfg.train.micro_batch_size * cfg.train.grad_accum,
+        "load_before": os.getloadavg()[0],
+        "variants": {},
+    }
+    peaks: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        for name, path in variants.items():
+            peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
+            t0 = time.perf_counter()
+            rows = run_train(path, Path(tmp) / name, recipe, steps, overrides)
+            wall = time.perf_counter() - t0
+            peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
+            out["variants"][name] = {"rows": rows, "wall_s": wall}
+            print(f"[bench_train] {name}: {len(rows)} steps in {wall:.0f} s", flush=True)
+    for v in out["variants"].values():
+        v.update(summarise(v["rows"], warmup, peaks, fpb))
+    out["measured_peaks"] = peaks
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=3, help="steps dropped from the summary")
+    ap.add_argument("--baseline", help="PYTHONPATH root of an older mbtrain to compare with")
+    ap.add_argument("--json", help="write the result here")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    a = ap.parse_args()
+    res = run(a.steps, a.warmup, a.baseline, overrides=a.overrides)
+    for name, v in res["variants"].items():
+        print(
+            f"{name}: {v['bytes_per_s_best']:,.0f} bytes/s, loop mfu {v['loop_mfu_best']:.3f}, "
+            f"mfu vs measured peak {v['mfu_vs_measured_peak']:.3f} "
+            f"(peak {v['measured_peak_flops'] / 1e9:.1f} GFLOP/s)"
+        )
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
