@@ -31,8 +31,8 @@ _LAZY = {
     "MegaByte": "mbtrain.model.megabyte",
     "count_parameters": "mbtrain.model.flops",
     "flops_per_byte": "mbtrain.model.flops",
-    "cached_logprobs": "mbtrain.model.generate",
-    "generate": "mbtrain.model.generate",
+    "cached_logprobs": "mbtrain.model.decode",
+    "generate": "mbtrain.model.decode",
     "ScoreResult": "mbtrain.model.scoring",
     "score_bytes": "mbtrain.model.scoring",
 }

@@ -163,7 +163,7 @@ class MegaByte(nn.Module):
             self.cfg.loss_chunk_size,
         )
 
-    # -- incremental decoding (used by mbtrain.model.generate) --------------------------------
+    # -- incremental decoding (used by mbtrain.model.decode) --------------------------------
 
     def new_global_caches(self) -> list[KVCache]:
         return self.global_model.new_caches()

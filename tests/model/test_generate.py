@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from mbtrain.model import ModelConfig, build_model, cached_logprobs, generate
-from mbtrain.model.generate import sample_next
+from mbtrain.model.decode import sample_next
 
 ARCHS = ["megabyte", "transformer"]
 
