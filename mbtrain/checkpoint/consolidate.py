@@ -1,8 +1,8 @@
 """Full, unsharded float32 weights from a training checkpoint, for any ZeRO stage.
 
-ZeRO-1/2/3 keep the authoritative fp32 weights in the optimizer partitions, which
-DeepSpeed's `zero_to_fp32` gathers; ZeRO-0 checkpoints hold the whole module in the model
-states file. Checkpoints of tensor- or pipeline-parallel runs are merged by
+ZeRO 0-2 checkpoints hold the whole module in the model states file; ZeRO-3 partitions the
+parameters themselves, and DeepSpeed's `zero_to_fp32` gathers them from the optimizer
+partitions. Checkpoints of tensor- or pipeline-parallel runs are merged by
 `mbtrain.parallel` (their shards must be concatenated along the split dimension).
 """
 
@@ -46,7 +46,9 @@ def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor]
         from mbtrain.parallel.consolidate import merge_parallel_checkpoint
 
         return merge_parallel_checkpoint(root, tag, info), info
-    if info.get("zero_stage", 0) == 0:
+    if info.get("zero_stage", 0) < 3:
+        # ZeRO 0-2 keep whole parameters in the module: exactly the weights the engine computed
+        # with (bf16 runs: the bf16 weights, upcast; the fp32 masters differ by rounding).
         states = torch.load(
             root / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
         )

@@ -15,6 +15,7 @@ DeepSpeed owns gradient accumulation: every micro-batch goes through `engine.bac
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -436,12 +437,20 @@ class Trainer:
                 f"{self.layout.pipeline} x data {self.layout.data}), run dir {self.run_dir}",
                 flush=True,
             )
+        bar = None
+        if self.rank == 0 and cfg.logging.progress_bar and self.state.step < tr.steps:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tr.steps, initial=self.state.step, unit="step", dynamic_ncols=True)
+        say = bar.write if bar is not None else functools.partial(print, flush=True)
         while self.state.step < tr.steps:
             t0 = time.perf_counter()
             out = self.train_step()
             self.state.step += 1
             step = self.state.step
             self.watchdog.beat(step)
+            if bar is not None:
+                bar.update(1)
             if out["skipped"]:
                 continue
             self.state.nonfinite_skips = 0
@@ -473,7 +482,7 @@ class Trainer:
                 if self.rank == 0:
                     self.metrics.write(row)
                     self.wandb.log(row, step)
-                    print(format_train_line(row, tr.steps), flush=True)
+                    say(format_train_line(row, tr.steps))
                 window_time, window_bytes = 0.0, 0.0
             if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
                 val_bpb = self._eval_and_log(step)
@@ -486,6 +495,8 @@ class Trainer:
                 if self.last_saved_step != step:
                     self.save_checkpoint(f"signal {self.stop.signum}")
                 raise RequeueExit()
+        if bar is not None:
+            bar.close()
         self.state.elapsed_s = elapsed_before + time.perf_counter() - t_start
         val_bpb = self._eval_and_log(self.state.step)
         ckpt = None

@@ -154,3 +154,36 @@ def test_no_weight_decay_on_norms_biases_embeddings():
         n.endswith("weight") and "norm" not in n and "embed" not in n for n in decayed
     )
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_bf16_zero1_activation_checkpointing_and_use_on_cpu_in_fp32(tiny_args, tmp_path):
+    """The GPU configuration (bf16, ZeRO-1, fp32 gradient accumulation, activation
+    checkpointing) on a tiny model; its checkpoint is then used on CPU in fp32, as a
+    GPU-trained checkpoint would be."""
+    import torch
+
+    run_dir = tmp_path / "bf16"
+    run(
+        1,
+        [
+            *tiny_args,
+            "train.steps=2",
+            "train.precision=bf16",
+            "parallel.zero_stage=1",
+            "model.activation_checkpointing=true",
+            "logging.progress_bar=true",
+            f"run.dir={run_dir}",
+        ],
+        tmp_path / "logs",
+    )
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(0 < r["loss"] < 10 for r in rows)
+    from mbtrain.checkpoint.consolidate import load_model
+    from mbtrain.model import generate
+
+    model = load_model(run_dir)
+    assert next(model.parameters()).dtype == torch.float32
+    x = torch.randint(0, 256, (1, 128))
+    assert torch.isfinite(model(x)).all()
+    assert len(bytes(generate(model, b"ab", max_bytes=5, seed=0))) == 5

@@ -1,0 +1,543 @@
+"""`make bench`: every benchmark of issue 9 in one run, written to benchmarks/results.md + PNGs.
+
+Sections (each measured side by side within this one run; the machine is shared, so compare
+the ratios, not the absolute numbers against another run):
+
+1. MegaByte vs the byte-level transformer at matched parameters (~3.6M, fp32): training
+   bytes/s and peak memory (max RSS of a fresh process per case) against T, and the analytic
+   attention cost curves (baseline ~T^2; MegaByte ~T^2/P^2 global + T*P local).
+   Cases come from benchmarks/bench_model.py (`train_case`, one subprocess each).
+2. Generation bytes/s, KV cache vs full recompute (bench_model's `generation_case`).
+3. Data: prepare MB/s vs the zstd CLI and loader MB/s per rank (bench_data's functions)
+   against the bytes/s that training consumes (section 5's run).
+4. Parallel overhead on CPU: TP=2 and PP=2 vs TP=1 (bench_parallel's `run_case`).
+5. MFU of the real training loop (`mbtrain train recipes/bench_25m_cpu.yaml`, DeepSpeed,
+   1 process, fp32) against a torch matmul peak measured in the same run (bench_train).
+
+    .venv/bin/python -m benchmarks.run_all [--quick] [--baseline DIR] [--only model,gen,...]
+
+`--quick` is the same suite with fewer/shorter cases (a few minutes); `--baseline DIR` adds a
+before/after MFU comparison with the `mbtrain` package in DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HERE = REPO / "benchmarks"
+SECTIONS = ("model", "gen", "data", "parallel", "mfu")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (
+        f"{cpu}, {os.cpu_count()} CPU cores (shared with other jobs), {torch.get_num_threads()} "
+        f"torch threads, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+# ------------------------------------------------------------------ 1. model scaling
+
+
+def model_section(quick: bool, threads: int) -> dict:
+    from benchmarks import bench_model as bm
+    from mbtrain.model import ModelConfig, count_parameters, flops_per_byte
+
+    if quick:
+        cases = [("megabyte", 4096, 1), ("transformer", 4096, 1), ("megabyte", 16384, 1)]
+        cases += [("megabyte", 65536, 1)]
+    else:
+        cases = [("megabyte", 4096, 3), ("transformer", 4096, 2), ("megabyte", 16384, 2)]
+        cases += [("transformer", 16384, 1), ("megabyte", 65536, 2), ("megabyte", 131072, 1)]
+    rows = []
+    for arch, t, steps in cases:
+        r = bm.run_sub(["--one", arch, str(t), str(steps), "0"], threads)
+        r["load"] = os.getloadavg()[0]
+        rows.append(r)
+        log(
+            f"train {arch} T={t}: {r['bytes_per_s']:,.0f} bytes/s, peak RSS {r['peak_rss_mib']:.0f}"
+        )
+    # The baseline where it is not run: FLOPs at the FLOP rate it reached at its largest
+    # measured T; memory above the idle process extrapolated linearly in T (SDPA's flash
+    # kernel keeps no T x T matrix, so activations grow ~linearly).
+    measured = sorted((r for r in rows if r["arch"] == "transformer"), key=lambda r: r["seq_len"])
+    ref = measured[-1]
+    above = [(r["seq_len"], r["peak_rss_mib"] - r["rss_model_mib"]) for r in measured]
+    per_byte = above[-1][1] / above[-1][0]
+    if len(above) > 1:
+        per_byte = (above[-1][1] - above[0][1]) / (above[-1][0] - above[0][0])
+    for t in (4096, 16384, 65536):
+        if any(r["arch"] == "transformer" and r["seq_len"] == t for r in rows):
+            continue
+        cfg = ModelConfig(**bm.BASELINE, seq_len=t)
+        step = flops_per_byte(cfg) * t / 1e9 / ref["gflop_per_s"]
+        mem = above[-1][1] + per_byte * (t - above[-1][0])
+        rows.append(
+            {
+                "arch": "transformer",
+                "seq_len": t,
+                "params": count_parameters(cfg),
+                "step_s": step,
+                "bytes_per_s": t / step,
+                "tflops_per_step": flops_per_byte(cfg) * t / 1e12,
+                "gflop_per_s": ref["gflop_per_s"],
+                "rss_model_mib": ref["rss_model_mib"],
+                "peak_rss_mib": ref["rss_model_mib"] + mem,
+                "checkpointing": False,
+                "estimated": True,
+            }
+        )
+    rows.sort(key=lambda r: (r["arch"], r["seq_len"]))
+    return {"rows": rows, "megabyte": bm.MEGABYTE, "baseline": bm.BASELINE}
+
+
+def attention_flops(arch_kw: dict, t: int) -> dict:
+    """Training attention FLOPs per sequence (scores + weighted sum, 3x forward)."""
+    if arch_kw["arch"] == "transformer":
+        return {"baseline": 3 * arch_kw["layers"] * 4 * t * t * arch_kw["dim"]}
+    p, w = arch_kw["patch_size"], arch_kw["patch_size"] * arch_kw["global_dim"]
+    k = t // p
+    return {
+        "global": 3 * arch_kw["global_layers"] * 4 * k * k * w,  # ~T^2/P^2
+        "local": 3 * arch_kw["local_layers"] * 4 * t * p * arch_kw["local_dim"],  # ~T*P
+    }
+
+
+# ------------------------------------------------------------------ 2. generation
+
+
+def gen_section(quick: bool, threads: int) -> dict:
+    from benchmarks import bench_model as bm
+
+    cases = [("megabyte", 128, 2), ("transformer", 48, 1)] if quick else [
+        ("megabyte", 512, 3),
+        ("transformer", 256, 2),
+    ]  # fmt: skip
+    rows = []
+    for arch, n, r in cases:
+        rows.append(bm.run_sub(["--gen", arch, "8192", str(n), str(r)], threads))
+        g = rows[-1]
+        log(f"generate {arch}: cached {g['cached_bytes_per_s']:.1f} vs recompute "
+            f"{g['recompute_bytes_per_s']:.3f} bytes/s")  # fmt: skip
+    return {"rows": rows}
+
+
+# ------------------------------------------------------------------ 3. data
+
+
+def data_section(quick: bool) -> dict:
+    """prepare (1 worker) vs `zstd -3 -T1`, and the loader, through bench_data's functions."""
+    from benchmarks import bench_data as bd
+
+    tmp = tempfile.mkdtemp(prefix="bench-all-data-")
+    try:
+        cat = os.path.join(tmp, "all.bin")
+        n = bd.concat_inputs(cat)
+        prep, zstd = [], []
+        for rnd in range(1 if quick else 2):
+            out = os.path.join(tmp, f"prep{rnd}")
+            res, _ = bd.run_child(str(REPO), "prepare", out, "1")
+            prep.append(res)
+            t = time.perf_counter()
+            subprocess.run(["zstd", "-3", "-q", "-f", "-T1", cat, "-o", cat + ".zst"], check=True)
+            zstd.append(time.perf_counter() - t)
+        loader, _ = bd.run_child(str(REPO), "loader", os.path.join(tmp, "prep0", "train"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    best = min(prep, key=lambda r: r["prepare_s"])
+    return {
+        "bytes": n,
+        "prepare_mb_s": best["bytes"] / best["prepare_s"] / 1e6,
+        "zstd_mb_s": n / min(zstd) / 1e6,
+        "loader_mb_s": loader["loader_bytes"] / loader["loader_s"] / 1e6,
+        "collate_mb_s": loader["collate_bytes"] / loader["collate_s"] / 1e6,
+    }
+
+
+# ------------------------------------------------------------------ 4. parallel
+
+
+def parallel_section(quick: bool) -> dict:
+    from benchmarks import bench_parallel as bp
+
+    wanted = {"TP=1": None, "TP=2, local split": None, "PP=2": None}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-all-par-") as tmp:
+        for name, procs, threads, overrides in bp.CASES:
+            if name not in wanted or any(r["name"] == name for r in rows):
+                continue
+            r = bp.run_case(name, procs, threads, overrides, 1 if quick else 2, Path(tmp))
+            rows.append({"name": name, "procs": procs, "threads": threads, **r})
+            log(f"parallel {name}: {r['bytes_per_s']:,.0f} bytes/s")
+    return {"rows": rows, "model": bp.MODEL}
+
+
+# ------------------------------------------------------------------ 5. MFU
+
+
+def mfu_section(quick: bool, baseline: str | None) -> dict:
+    from benchmarks import bench_train as bt
+
+    return bt.run(steps=5 if quick else 8, warmup=2 if quick else 3, baseline=baseline)
+
+
+# ------------------------------------------------------------------ plots
+
+
+def plot(results: dict, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    m = results.get("model")
+    if m:
+        fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+        for arch, color in (("megabyte", "C0"), ("transformer", "C3")):
+            rs = [r for r in m["rows"] if r["arch"] == arch]
+            for key, a in (("bytes_per_s", ax[0]), ("mem", ax[1])):
+
+                def val(r, key=key):
+                    return r["bytes_per_s"] if key == "bytes_per_s" else (
+                        r["peak_rss_mib"] - r["rss_model_mib"]
+                    )  # fmt: skip
+
+                a.plot(
+                    [r["seq_len"] for r in rs], [val(r) for r in rs], "-", color=color, label=arch
+                )
+                est = [r for r in rs if r.get("estimated")]
+                meas = [r for r in rs if not r.get("estimated")]
+                a.plot([r["seq_len"] for r in meas], [val(r) for r in meas], "o", color=color)
+                if est:
+                    a.plot([r["seq_len"] for r in est], [val(r) for r in est], "o", color=color,
+                           mfc="none", label=f"{arch} (estimated)")  # fmt: skip
+        ax[0].set(xscale="log", yscale="log", xlabel="T (bytes)", ylabel="training bytes/s",
+                  title="training throughput (fp32, batch 1)")  # fmt: skip
+        ax[1].set(xscale="log", yscale="log", xlabel="T (bytes)",
+                  ylabel="peak RSS above idle process (MiB)", title="peak memory")  # fmt: skip
+        ts = [2**i for i in range(10, 21)]
+        base = [attention_flops(m["baseline"], t)["baseline"] for t in ts]
+        mb = [attention_flops(m["megabyte"], t) for t in ts]
+        ax[2].plot(ts, base, color="C3", label="baseline ~T^2")
+        ax[2].plot(
+            ts, [f["global"] for f in mb], "--", color="C0", label="MegaByte global ~T^2/P^2"
+        )
+        ax[2].plot(ts, [f["local"] for f in mb], ":", color="C0", label="MegaByte local ~T*P")
+        ax[2].plot(ts, [f["global"] + f["local"] for f in mb], color="C0", label="MegaByte total")
+        ax[2].set(xscale="log", yscale="log", xlabel="T (bytes)",
+                  ylabel="attention FLOPs per training sequence",
+                  title="attention cost vs T (analytic, benchmark models)")  # fmt: skip
+        for a in ax:
+            a.grid(alpha=0.3, which="both")
+            a.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / "bench_scaling.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path.name)
+    g, f = results.get("gen"), results.get("mfu")
+    if g or f:
+        fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+        if g:
+            names = [r["arch"] for r in g["rows"]]
+            x = range(len(names))
+            ax[0].bar([i - 0.2 for i in x], [r["cached_bytes_per_s"] for r in g["rows"]], 0.4,
+                      label="KV cache")  # fmt: skip
+            ax[0].bar([i + 0.2 for i in x], [r["recompute_bytes_per_s"] for r in g["rows"]], 0.4,
+                      label="full recompute")  # fmt: skip
+            ax[0].set(xticks=list(x), xticklabels=names, yscale="log", ylabel="bytes/s",
+                      title="generation at 8,192 bytes of context")  # fmt: skip
+            ax[0].legend()
+        if f:
+            labels, loop, meas = [], [], []
+            for name, v in f["variants"].items():
+                labels.append(name)
+                loop.append(v["loop_mfu_best"] or 0)
+                meas.append(v["mfu_vs_measured_peak"])
+            x = range(len(labels))
+            ax[1].bar([i - 0.2 for i in x], loop, 0.4, label="as the loop reports it")
+            ax[1].bar([i + 0.2 for i in x], meas, 0.4, label="vs matmul peak measured here")
+            ax[1].axhline(0.5, color="k", ls="--", lw=1, label="target 0.5")
+            ax[1].set(xticks=list(x), xticklabels=labels, ylabel="MFU",
+                      title=f"training loop MFU, {f['recipe']}")  # fmt: skip
+            ax[1].legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / "bench_generation_mfu.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files.append(path.name)
+    return files
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt(v, spec: str = ",.0f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float) -> str:
+    cmd = "make bench" if not args.quick else "make bench BENCH_ARGS=--quick"
+    lines = [
+        "# Benchmarks (issue 9)" + (" — quick run" if args.quick else ""),
+        "",
+        f"- command: `{cmd}` (= `.venv/bin/python -m benchmarks.run_all"
+        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`)",
+        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, whole suite {wall / 60:.1f} min",
+        f"- machine: {results['machine']}",
+        f"- load average (1 min) at start / end: {results['load'][0]:.1f} / {results['load'][1]:.1f}"
+        " — the 2 cores are shared with other engineers' jobs: absolute numbers are noisy, the "
+        "ratios (side by side in this run) are the result",
+        "- plots: " + ", ".join(f"[{p}]({p})" for p in pngs),
+        "",
+    ]
+    errors = results.get("errors", {})
+    m = results.get("model")
+    lines += ["## 1. MegaByte vs byte-level transformer: training", ""]
+    if m:
+        lines += [
+            f"- MegaByte: `{m['megabyte']}`",
+            f"- baseline: `{m['baseline']}`",
+            "- fp32, batch 1, AdamW, `model.loss`; step = best timed step after one warm-up; peak "
+            "memory = max RSS of a fresh process, 'above idle' subtracts the RSS after building the "
+            "model (torch's own ~0.7 GiB). **Estimated** rows were not run: step = model FLOPs / the "
+            "FLOP rate the baseline reached at its largest measured T; memory = linear "
+            "extrapolation of its measured memory (flash SDPA keeps no T x T matrix).",
+            "",
+            "| arch | T | params | step (s) | bytes/s | GFLOP/s | peak RSS (MiB) | above idle (MiB) | load |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in m["rows"]:
+            est = " **(estimated)**" if r.get("estimated") else ""
+            lines.append(
+                f"| {r['arch']}{est} | {r['seq_len']:,} | {r['params']:,} | {r['step_s']:.2f} | "
+                f"{r['bytes_per_s']:,.0f} | {r['gflop_per_s']:.1f} | {r['peak_rss_mib']:,.0f} | "
+                f"{r['peak_rss_mib'] - r['rss_model_mib']:,.0f} | "
+                f"{fmt(r.get('load'), '.1f')} |"
+            )
+        lines += ["", "| T | MegaByte / baseline bytes/s | MegaByte / baseline memory above idle |",
+                  "|---|---|---|"]  # fmt: skip
+        by = {(r["arch"], r["seq_len"]): r for r in m["rows"]}
+        for t in sorted({r["seq_len"] for r in m["rows"]}):
+            a, b = by.get(("megabyte", t)), by.get(("transformer", t))
+            if not (a and b):
+                continue
+            est = " (baseline estimated)" if b.get("estimated") else ""
+            ma = a["peak_rss_mib"] - a["rss_model_mib"]
+            mbase = b["peak_rss_mib"] - b["rss_model_mib"]
+            lines.append(
+                f"| {t:,}{est} | **{a['bytes_per_s'] / b['bytes_per_s']:,.1f}x** | "
+                f"{ma / mbase:.2f} |"
+            )
+        lines += [
+            "",
+            "Attention cost per training sequence (analytic, plotted in bench_scaling.png): the "
+            "baseline's grows as T^2; MegaByte's as T^2/P^2 (global, over K = T/P patches) plus "
+            "T*P (local, P bytes per patch).",
+            "",
+        ]
+    else:
+        lines += [f"not run: {errors.get('model', 'skipped')}", ""]
+
+    g = results.get("gen")
+    lines += ["## 2. Generation at 8,192 bytes of context", ""]
+    if g:
+        lines += [
+            "KV-cached decoder on 1 thread (tiny ops; a 2nd thread on the shared box is slower), "
+            "full recompute = one forward over the context per byte on all threads; best run.",
+            "",
+            "| arch | KV cache bytes/s | full recompute bytes/s | speed-up |",
+            "|---|---|---|---|",
+        ]
+        for r in g["rows"]:
+            lines.append(
+                f"| {r['arch']} | {r['cached_bytes_per_s']:,.1f} ({r['cached_bytes']} bytes) | "
+                f"{r['recompute_bytes_per_s']:.3f} ({r['recompute_bytes']} bytes) | "
+                f"**{r['speedup']:,.0f}x** |"
+            )
+        lines.append("")
+    else:
+        lines += [f"not run: {errors.get('gen', 'skipped')}", ""]
+
+    d, f = results.get("data"), results.get("mfu")
+    lines += ["## 3. Data", ""]
+    if d:
+        consume = f["variants"]["current"]["bytes_per_s_best"] if f else None
+        lines += [
+            f"pystdlib corpus ({d['bytes'] / 1e6:.1f} MB), via benchmarks/bench_data.py's functions "
+            "(each run a fresh process; detailed results in results_data.md).",
+            "",
+            "| what | MB/s | ratio |",
+            "|---|---|---|",
+            f"| prepare, 1 worker | {d['prepare_mb_s']:.1f} | "
+            f"{d['prepare_mb_s'] / d['zstd_mb_s']:.2f}x of zstd CLI |",
+            f"| `zstd -3 -T1` CLI, same bytes | {d['zstd_mb_s']:.1f} | 1.00x |",
+            f"| loader, 1 rank (B=8, T=8,192, num_workers=0) | {d['loader_mb_s']:.1f} | "
+            + (
+                f"{d['loader_mb_s'] * 1e6 / consume:,.0f}x what training consumes |"
+                if consume
+                else "|"
+            ),
+            f"| training consumes (25M recipe, section 5) | {fmt(consume and consume / 1e6, '.4f')} | |",
+            "",
+        ]
+    else:
+        lines += [f"not run: {errors.get('data', 'skipped')}; see results_data.md", ""]
+
+    p = results.get("parallel")
+    lines += ["## 4. Parallel overhead on CPU (gloo, fp32)", ""]
+    if p and p["rows"]:
+        base = p["rows"][0]
+        lines += [
+            f"benchmarks/bench_parallel.py's cases; model: `{' '.join(p['model'])}`. Two processes "
+            "share the two cores the single process uses: the ratio is overhead, not speed-up.",
+            "",
+            "| case | processes x threads | step (s) | bytes/s | vs TP=1 | params/rank (MiB) | peak RSS/rank (MiB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in p["rows"]:
+            lines.append(
+                f"| {r['name']} | {r['procs']} x {r['threads']} | {r['step_s']:.2f} | "
+                f"{r['bytes_per_s']:,.0f} | {r['bytes_per_s'] / base['bytes_per_s']:.2f}x | "
+                f"{r['param_bytes'] / 2**20:.1f} | {r['peak_rss'] / 2**20:,.0f} |"
+            )
+        lines.append("")
+    else:
+        lines += [f"pending: {errors.get('parallel', 'skipped')}; see results_parallel.md", ""]
+
+    lines += ["## 5. Model FLOPs utilisation of the training loop", ""]
+    if f:
+        lines += [
+            f"`mbtrain train {f['recipe']}` (DeepSpeed, 1 process, fp32, real data loader and "
+            f"AdamW), {f['params']:,} parameters, T = {f['seq_len']:,}, {f['bytes_per_step']:,} "
+            f"bytes per optimizer step, {f['flops_per_byte'] / 1e6:.1f} MFLOP per byte (training). "
+            "Warm-up steps dropped; best later step (the CPU is shared). 'loop' = the `mfu` the "
+            "loop writes to metrics.jsonl (its own peak, measured at start-up by "
+            "mbtrain.monitor.peak); 'measured peak' = best torch.mm (fp32, n = 1024 and 2048, all "
+            "threads) measured in this process before and after each training run: "
+            + ", ".join(f"{p / 1e9:.0f}" for p in f["measured_peaks"])
+            + " GFLOP/s.",
+            "",
+            "| code | bytes/s (best / mean) | model GFLOP/s | loop mfu (best) | loop's peak (GFLOP/s) | MFU vs measured peak | peak RSS (MiB) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, v in f["variants"].items():
+            lines.append(
+                f"| {name} | {v['bytes_per_s_best']:,.0f} / {v['bytes_per_s_mean']:,.0f} | "
+                f"{v['model_gflops_per_s']:.1f} | {fmt(v['loop_mfu_best'], '.3f')} | "
+                f"{fmt(v['loop_peak_flops'] and v['loop_peak_flops'] / 1e9, '.1f')} | "
+                f"**{v['mfu_vs_measured_peak']:.3f}** | {v['mem_bytes'] / 2**20:,.0f} |"
+            )
+        lines.append("")
+    else:
+        lines += [f"not run: {errors.get('mfu', 'skipped')}", ""]
+
+    lines += ["## Targets", ""]
+    lines += targets(results)
+    for name, err in errors.items():
+        lines += ["", f"<details><summary>error in section {name}</summary>", "", "```",
+                  err[-3000:], "```", "</details>"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: dict) -> list[str]:
+    out = []
+    m, f = results.get("model"), results.get("mfu")
+    if m:
+        by = {(r["arch"], r["seq_len"]): r for r in m["rows"]}
+        a, b = by.get(("megabyte", 65536)), by.get(("transformer", 65536))
+        if a and b:
+            ratio = a["bytes_per_s"] / b["bytes_per_s"]
+            est = " (baseline estimated from FLOPs)" if b.get("estimated") else ""
+            out.append(f"- MegaByte >= 3x baseline bytes/s at T=65,536: **{ratio:,.1f}x**{est} — "
+                       + ("met" if ratio >= 3 else "NOT met"))  # fmt: skip
+        ratios = []
+        for t in sorted({r["seq_len"] for r in m["rows"]}):
+            a, b = by.get(("megabyte", t)), by.get(("transformer", t))
+            if a and b:
+                ratios.append((a["peak_rss_mib"] - a["rss_model_mib"])
+                              / (b["peak_rss_mib"] - b["rss_model_mib"]))  # fmt: skip
+        falling = all(x > y for x, y in itertools.pairwise(ratios))
+        out.append("- memory ratio MegaByte/baseline falls as T grows: "
+                   + " -> ".join(f"{r:.2f}" for r in ratios)
+                   + (" — met" if falling else " — NOT met"))  # fmt: skip
+    if f:
+        v = f["variants"]["current"]
+        out.append(f"- training-loop MFU >= 0.5 of the measured fp32 matmul peak (25M recipe, "
+                   f"T=8,192): **{v['mfu_vs_measured_peak']:.2f}** — "
+                   + ("met" if v["mfu_vs_measured_peak"] >= 0.5 else "NOT met"))  # fmt: skip
+    out.append("- GPU targets (bf16 MFU >= 45% for paper_text, 1M-byte context with >= 100M "
+               "params on one H200): see benchmarks/gpu.sh / results_gpu.md")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short version (a few minutes)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    ap.add_argument("--baseline", help="mbtrain package root to compare MFU against")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default=str(HERE / "results.md"))
+    ap.add_argument("--json", default=None, help="also dump raw results here")
+    args = ap.parse_args()
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    only = [s for s in args.only.split(",") if s]
+    t0 = time.perf_counter()
+    results: dict = {"machine": machine(), "errors": {}}
+    load0 = os.getloadavg()[0]
+    runners = {
+        "model": lambda: model_section(args.quick, args.threads),
+        "gen": lambda: gen_section(args.quick, args.threads),
+        "mfu": lambda: mfu_section(args.quick, args.baseline),
+        "data": lambda: data_section(args.quick),
+        "parallel": lambda: parallel_section(args.quick),
+    }
+    # MFU before data: the data section's "training consumes" column reads the MFU run.
+    for name in ("model", "gen", "mfu", "data", "parallel"):
+        if name not in only:
+            continue
+        log(f"section {name}")
+        try:
+            results[name] = runners[name]()
+        except Exception:  # one failing section must not lose the others' numbers
+            results["errors"][name] = traceback.format_exc()
+            log(f"section {name} failed:\n{results['errors'][name][-2000:]}")
+    results["load"] = (load0, os.getloadavg()[0])
+    out = Path(args.out)
+    pngs = plot(results, out.parent)
+    out.write_text(report(results, args, pngs, time.perf_counter() - t0))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    log(f"wrote {out} and {', '.join(pngs)} in {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
