@@ -220,7 +220,6 @@ def main() -> None:
         "(micro-batch 2), ZeRO-0, AdamW; timings over the steps after one warm-up step",
         "- **CPU numbers show communication overhead, not speed-up**: two processes share the two cores "
         "the single process uses alone, and every TP all-reduce / PP send goes through gloo.",
-        "",
         "- load: the machine's 1-minute load average when the case started (other jobs share the CPU)",
         "",
         "| case | processes x threads | load | step (s) | bytes/s | vs TP=1 | params per rank (MiB) "

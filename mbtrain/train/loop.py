@@ -158,7 +158,7 @@ class Trainer:
             root, tag = resolve_checkpoint(how)
         if tag is None:
             return
-        client, rank_state = self.ckpt.load(self.engine, root, tag)
+        client, rank_state = self._load_checkpoint(root, tag)
         self.state = TrainState.from_dict(client.get("mbtrain", {}))
         if rank_state is not None:
             load_rng_state(rank_state["rng"])
@@ -167,6 +167,35 @@ class Trainer:
         self.resumed_from = root / tag
         if self.rank == 0:
             print(f"[mbtrain] resumed from {root / tag} at step {self.state.step}", flush=True)
+
+    def _load_checkpoint(self, root: Path, tag: str) -> tuple[dict, dict | None]:
+        """Load a checkpoint of this layout, or reshard one saved with another layout."""
+        from mbtrain.checkpoint.layout import read_marker
+        from mbtrain.checkpoint.manager import rank_file
+        from mbtrain.parallel.reshard import load_resharded, needs_reshard
+
+        info = read_marker(root / tag)
+        if not needs_reshard(info, self.layout, self.cfg.parallel.zero_stage):
+            return self.ckpt.load(self.engine, root, tag)
+        saved = ", ".join(
+            f"{k} {info.get(k)}" for k in ("tensor", "pipeline", "data", "zero_stage")
+        )
+        if not self.cfg.checkpoint.reshard:
+            raise CheckpointError(
+                f"{root / tag}: saved with another layout ({saved}); set checkpoint.reshard=true "
+                "to convert it, or run with the saved layout"
+            )
+        if self.rank == 0:
+            print(f"[mbtrain] resharding {root / tag} (saved with {saved})", flush=True)
+        client = load_resharded(self.engine, root, tag, info, self.cfg, self.mpu)
+        # Per-rank files belong to the old ranks. Every rank draws from identically seeded
+        # generators and the loader position is global (streaming resumes at another
+        # data-parallel size), so rank 0's state continues the run for every new rank.
+        import torch
+
+        path = rank_file(root / tag, 0)
+        rank_state = torch.load(path, weights_only=False) if path.is_file() else None
+        return client, rank_state
 
     def _start_monitoring(self) -> None:
         from mbtrain.model import flops_per_byte
@@ -400,7 +429,16 @@ class Trainer:
         loader_state = (
             self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
         )
-        client = {"mbtrain": self.state.to_dict(), "config": config_to_dict(self.cfg)}
+        from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
+
+        from mbtrain.parallel.consolidate import universal_checkpoint_info
+
+        client = {
+            "mbtrain": self.state.to_dict(),
+            "config": config_to_dict(self.cfg),
+            # Lets DeepSpeed's own ds_to_universal convert this checkpoint too.
+            UNIVERSAL_CHECKPOINT_INFO: universal_checkpoint_info(self.engine.module),
+        }
         rank_state = {"rng": rng_state(), "loader": loader_state}
         info = {
             "reason": reason,
