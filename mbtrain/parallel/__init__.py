@@ -25,11 +25,14 @@ ZeRO-0 reports no gradient norm.
 
 from __future__ import annotations
 
-import torch
-import torch.distributed as dist
-from torch import nn
+from typing import TYPE_CHECKING
 
 from mbtrain.parallel.config import ParallelConfig
+
+# torch is imported inside the functions: `mbtrain.parallel.config` is read by config
+# validation on login nodes, where importing torch would only slow `mbtrain submit` down.
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def apply_parallelism(
@@ -93,6 +96,9 @@ def grad_norm_sq(module: nn.Module, mpu: object | None) -> float:
     (identical on every tensor rank); pipeline stages hold disjoint parameters, so the sum
     runs over the pipeline group too.
     """
+    import torch
+    import torch.distributed as dist
+
     params = [p for p in module.parameters() if p.grad is not None]
     device = params[0].grad.device if params else torch.device("cpu")
     # On the gradients' device: NCCL reduces only device tensors.
