@@ -37,7 +37,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not slurm"
 
 bench: setup
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 slurm-up:
 	bash cluster/slurm_up.sh

@@ -9,7 +9,8 @@ the fp32 matmul peak of the machine (torch.mm, n = 1024 and 2048, all threads), 
 after, so that MFU can also be read against a peak measured under the same load.
 
 `--baseline DIR` runs the same recipe a second time with the `mbtrain` package found in DIR
-(e.g. `git archive HEAD mbtrain | tar -x -C DIR`), interleaved, for a before/after ratio.
+(e.g. `git archive HEAD mbtrain | tar -x -C DIR`) for a before/after ratio; `--rounds N`
+alternates the two N times (ABBA...), and pools the later steps of every round.
 
     .venv/bin/python -m benchmarks.bench_train [--steps 8] [--warmup 3] [--baseline DIR] [--json F]
 """
@@ -120,6 +121,8 @@ def run(
     baseline: str | None = None,
     recipe: Path = RECIPE,
     overrides: list[str] | None = None,
+    rounds: int = 1,
+    baseline_name: str = "baseline",
 ) -> dict:
     """Measure the loop's MFU (and optionally a baseline's); returns a dict for the report."""
     from mbtrain.config import load_config
@@ -131,7 +134,7 @@ def run(
     fpb = flops_per_byte(cfg.model, training=True)
     variants = {"current": REPO}
     if baseline:
-        variants = {"baseline": Path(baseline).resolve(), "current": REPO}
+        variants = {baseline_name: Path(baseline).resolve(), "current": REPO}
     out: dict = {
         "recipe": str(recipe.relative_to(REPO)),
         "overrides": overrides,
@@ -143,17 +146,26 @@ def run(
         "variants": {},
     }
     peaks: list[float] = []
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        for name, path in variants.items():
-            peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
-            t0 = time.perf_counter()
-            rows = run_train(path, Path(tmp) / name, recipe, steps, overrides)
-            wall = time.perf_counter() - t0
-            peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
-            out["variants"][name] = {"rows": rows, "wall_s": wall}
-            print(f"[bench_train] {name}: {len(rows)} steps in {wall:.0f} s", flush=True)
-    for v in out["variants"].values():
-        v.update(summarise(v["rows"], warmup, peaks, fpb))
+        for rnd in range(rounds):
+            # Alternate the order every round, so that a load trend favours neither variant.
+            order = list(variants.items())
+            for name, path in order if rnd % 2 == 0 else order[::-1]:
+                peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
+                t0 = time.perf_counter()
+                rows = run_train(path, Path(tmp) / f"{name}-{rnd}", recipe, steps, overrides)
+                wall = time.perf_counter() - t0
+                peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
+                runs[name].append({"rows": rows, "wall_s": wall})
+                print(f"[bench_train] {name}: {len(rows)} steps in {wall:.0f} s", flush=True)
+    for name, rs in runs.items():
+        # Warm-up is dropped per run; the summary pools the later steps of every round.
+        later = [r for run_ in rs for r in run_["rows"] if r["step"] > warmup]
+        v = {"rows": [r for run_ in rs for r in run_["rows"]], "rounds": len(rs)}
+        v["wall_s"] = sum(run_["wall_s"] for run_ in rs)
+        v.update(summarise(later, 0, peaks, fpb))
+        out["variants"][name] = v
     out["measured_peaks"] = peaks
     out["load_after"] = os.getloadavg()[0]
     return out
@@ -164,10 +176,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=3, help="steps dropped from the summary")
     ap.add_argument("--baseline", help="PYTHONPATH root of an older mbtrain to compare with")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the variants this often")
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     a = ap.parse_args()
-    res = run(a.steps, a.warmup, a.baseline, overrides=a.overrides)
+    res = run(a.steps, a.warmup, a.baseline, overrides=a.overrides, rounds=a.rounds)
     for name, v in res["variants"].items():
         print(
             f"{name}: {v['bytes_per_s_best']:,.0f} bytes/s, loop mfu {v['loop_mfu_best']:.3f}, "

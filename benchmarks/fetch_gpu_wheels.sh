@@ -28,8 +28,12 @@ mkdir -p "$DEST"
 
 pin() {  # the constraints.txt pin of a distribution, e.g. "numpy==2.1.3"
     local line
-    line=$(grep -i -E "^$1==" constraints.txt | head -1 || true)
-    echo "${line:-$1}"
+    line=$(grep -i -E "^${1//-/[-_]}==" constraints.txt | head -1 || true)  # - and _ alike
+    case "$1" in
+        # constraints.txt pins a build with no cp312 manylinux wheel: any 1.5.x has the API
+        zstd) echo "zstd>=1.5.6,<1.6" ;;
+        *) echo "${line:-$1}" ;;
+    esac
 }
 
 PKGS=(

@@ -55,6 +55,14 @@ LONG_1M = dict(
     global_heads=16, local_dim=512, local_layers=8, local_heads=8, pos="rope", dropout=0.0,
     activation_checkpointing=True, loss_chunk_size=65536,
 )  # fmt: skip
+# Wall-clock deadline of the whole check (set in main); long sections stop adding cases past it.
+DEADLINE = float("inf")
+
+
+def out_of_time(margin: float = 20.0) -> bool:
+    return time.perf_counter() > DEADLINE - margin
+
+
 TINY = dict(global_dim=16, global_layers=1, local_dim=32, local_layers=1, dim=32, layers=1)
 
 
@@ -95,7 +103,8 @@ class Box:
 def train_speed(box: Box, cfg: ModelConfig, batch: int, steps: int) -> dict:
     torch.manual_seed(0)
     box.reset_peak()
-    model = build_model(cfg).to(box.device)
+    with torch.device(box.device):  # initialise on the device: no slow CPU init of big models
+        model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=not box.dry)
     x = torch.randint(0, 256, (batch, cfg.seq_len), device=box.device)
 
@@ -135,6 +144,9 @@ def scaling(box: Box) -> dict:
         for arch, kw in (("megabyte", MEGABYTE), ("transformer", BASELINE)):
             if arch == "transformer" and t == ts[-1]:
                 continue  # MegaByte only at the longest T
+            if out_of_time():
+                rows.append({"arch": arch, "seq_len": t, "oom": True, "skipped": "time budget"})
+                continue
             cfg = box.cfg(kw, seq_len=t)
             try:
                 rows.append(train_speed(box, cfg, max(1, per_step // t), 1 if box.dry else 3))
@@ -150,8 +162,11 @@ def generation(box: Box) -> dict:
     ctx = 512 if box.dry else 8192
     rows = []
     for arch, kw in (("megabyte", MEGABYTE), ("transformer", BASELINE)):
+        if out_of_time():
+            break
         cfg = box.cfg(kw, seq_len=ctx)
-        model = build_model(cfg).to(box.device, box.dtype).eval()
+        with torch.device(box.device):
+            model = build_model(cfg).to(box.dtype).eval()
         n_cached, n_re = (16, 2) if box.dry else (256, 8)
         prompt = torch.randint(0, 256, (ctx - n_cached - 1,))
         it = generate(model, prompt, max_bytes=n_cached + 1, seed=0)
@@ -183,7 +198,8 @@ def context_1m(box: Box) -> dict:
     params = count_parameters(cfg)
     box.reset_peak()
     torch.manual_seed(0)
-    model = build_model(cfg).to(box.device, box.dtype)
+    with torch.device(box.device):
+        model = build_model(cfg).to(box.dtype)
     weights = box.peak_gib()
     x = torch.randint(0, 256, (1, cfg.seq_len), device=box.device)
     box.sync()
@@ -301,7 +317,8 @@ def report(res: dict, box: Box, args: argparse.Namespace) -> str:
                   "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in s["rows"]:
             if r.get("oom"):
-                lines.append(f"| {r['arch']} | {r['seq_len']:,} | OOM | | | | | |")
+                why = r.get("skipped", "OOM")
+                lines.append(f"| {r['arch']} | {r['seq_len']:,} | {why} | | | | | |")
                 continue
             lines.append(
                 f"| {r['arch']} | {r['seq_len']:,} | {r['batch']} | {r['params'] / 1e6:.1f}M | "
@@ -371,6 +388,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    global DEADLINE
+    DEADLINE = t_start + args.budget
     res: dict = {"errors": {}, "dry_run": box.dry}
     only = args.only.split(",")
     for name in SECTIONS:
@@ -390,6 +409,8 @@ def main() -> None:
             torch.cuda.empty_cache()
         (out / "results_gpu.json").write_text(json.dumps(res, indent=1, default=str))
         (out / "results_gpu.md").write_text(report(res, box, args))
+    (out / "results_gpu.json").write_text(json.dumps(res, indent=1, default=str))
+    (out / "results_gpu.md").write_text(report(res, box, args))
     log(f"done in {time.perf_counter() - t_start:.0f} s: {out / 'results_gpu.md'}")
 
 

@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def machine() -> str:
 # ------------------------------------------------------------------ 1. model scaling
 
 
-def model_section(quick: bool, threads: int) -> dict:
+def model_section(quick: bool, threads: int, long: bool = False) -> dict:
     from benchmarks import bench_model as bm
     from mbtrain.model import ModelConfig, count_parameters, flops_per_byte
 
@@ -75,15 +76,23 @@ def model_section(quick: bool, threads: int) -> dict:
         cases += [("megabyte", 65536, 1)]
     else:
         cases = [("megabyte", 4096, 3), ("transformer", 4096, 2), ("megabyte", 16384, 2)]
-        cases += [("transformer", 16384, 1), ("megabyte", 65536, 2), ("megabyte", 131072, 1)]
-    rows = []
-    for arch, t, steps in cases:
-        r = bm.run_sub(["--one", arch, str(t), str(steps), "0"], threads)
-        r["load"] = os.getloadavg()[0]
-        rows.append(r)
-        log(
-            f"train {arch} T={t}: {r['bytes_per_s']:,.0f} bytes/s, peak RSS {r['peak_rss_mib']:.0f}"
-        )
+        cases += [("transformer", 16384, 1), ("megabyte", 65536, 2)]
+    if long:  # MegaByte only: the baseline there would take hours on 2 cores
+        cases += [("megabyte", 131072, 1), ("megabyte", 262144, 1)]
+    best: dict[tuple, dict] = {}
+    # Full mode measures every case twice, in reversed order the second time, and keeps the
+    # faster: bursts of other jobs on the shared cores otherwise decide single runs.
+    for rnd in range(1 if quick else 2):
+        for arch, t, steps in cases if rnd % 2 == 0 else cases[::-1]:
+            r = bm.run_sub(["--one", arch, str(t), str(steps), "0"], threads)
+            r["load"] = os.getloadavg()[0]
+            key = (arch, t)
+            runs = [*best.get(key, {}).get("runs_bytes_per_s", []), r["bytes_per_s"]]
+            if key not in best or r["bytes_per_s"] > best[key]["bytes_per_s"]:
+                best[key] = r
+            best[key]["runs_bytes_per_s"] = runs
+            log(f"train {arch} T={t}: {r['bytes_per_s']:,.0f} bytes/s, RSS {r['peak_rss_mib']:.0f}")
+    rows = list(best.values())
     # The baseline where it is not run: FLOPs at the FLOP rate it reached at its largest
     # measured T; memory above the idle process extrapolated linearly in T (SDPA's flash
     # kernel keeps no T x T matrix, so activations grow ~linearly).
@@ -202,10 +211,16 @@ def parallel_section(quick: bool) -> dict:
 # ------------------------------------------------------------------ 5. MFU
 
 
-def mfu_section(quick: bool, baseline: str | None) -> dict:
+def mfu_section(quick: bool, baseline: str | None, baseline_name: str = "baseline") -> dict:
     from benchmarks import bench_train as bt
 
-    return bt.run(steps=5 if quick else 8, warmup=2 if quick else 3, baseline=baseline)
+    return bt.run(
+        steps=5 if quick else 8,
+        warmup=2 if quick else 3,
+        baseline=baseline,
+        rounds=1 if quick or not baseline else 2,
+        baseline_name=baseline_name,
+    )
 
 
 # ------------------------------------------------------------------ plots
@@ -305,12 +320,12 @@ def fmt(v, spec: str = ",.0f") -> str:
 
 
 def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float) -> str:
-    cmd = "make bench" if not args.quick else "make bench BENCH_ARGS=--quick"
+    argv = shlex.join(sys.argv[1:])
     lines = [
         "# Benchmarks (issue 9)" + (" — quick run" if args.quick else ""),
         "",
-        f"- command: `{cmd}` (= `.venv/bin/python -m benchmarks.run_all"
-        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`)",
+        f"- command: `.venv/bin/python -m benchmarks.run_all{' ' + argv if argv else ''}` "
+        "(`make bench` runs it without arguments)",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, whole suite {wall / 60:.1f} min",
         f"- machine: {results['machine']}",
         f"- load average (1 min) at start / end: {results['load'][0]:.1f} / {results['load'][1]:.1f}"
@@ -332,8 +347,9 @@ def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float
             "FLOP rate the baseline reached at its largest measured T; memory = linear "
             "extrapolation of its measured memory (flash SDPA keeps no T x T matrix).",
             "",
-            "| arch | T | params | step (s) | bytes/s | GFLOP/s | peak RSS (MiB) | above idle (MiB) | load |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| arch | T | params | step (s) | bytes/s | GFLOP/s | peak RSS (MiB) "
+            "| above idle (MiB) | load | bytes/s of each run |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in m["rows"]:
             est = " **(estimated)**" if r.get("estimated") else ""
@@ -341,7 +357,8 @@ def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float
                 f"| {r['arch']}{est} | {r['seq_len']:,} | {r['params']:,} | {r['step_s']:.2f} | "
                 f"{r['bytes_per_s']:,.0f} | {r['gflop_per_s']:.1f} | {r['peak_rss_mib']:,.0f} | "
                 f"{r['peak_rss_mib'] - r['rss_model_mib']:,.0f} | "
-                f"{fmt(r.get('load'), '.1f')} |"
+                f"{fmt(r.get('load'), '.1f')} | "
+                f"{', '.join(format(b, ',.0f') for b in r.get('runs_bytes_per_s', []))} |"
             )
         lines += ["", "| T | MegaByte / baseline bytes/s | MegaByte / baseline memory above idle |",
                   "|---|---|---|"]  # fmt: skip
@@ -406,7 +423,8 @@ def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float
                 if consume
                 else "|"
             ),
-            f"| training consumes (25M recipe, section 5) | {fmt(consume and consume / 1e6, '.4f')} | |",
+            f"| training consumes (25M recipe, section 5) | {fmt(consume and consume / 1e6, '.4f')} "
+            f"({fmt(consume)} bytes/s) | |",
             "",
         ]
     else:
@@ -503,7 +521,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short version (a few minutes)")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    ap.add_argument("--long", action="store_true", help="MegaByte also at T = 128K and 256K")
     ap.add_argument("--baseline", help="mbtrain package root to compare MFU against")
+    ap.add_argument("--baseline-name", default="baseline", help="its row name in the table")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=str(HERE / "results.md"))
     ap.add_argument("--json", default=None, help="also dump raw results here")
@@ -514,9 +534,9 @@ def main() -> None:
     results: dict = {"machine": machine(), "errors": {}}
     load0 = os.getloadavg()[0]
     runners = {
-        "model": lambda: model_section(args.quick, args.threads),
+        "model": lambda: model_section(args.quick, args.threads, args.long),
         "gen": lambda: gen_section(args.quick, args.threads),
-        "mfu": lambda: mfu_section(args.quick, args.baseline),
+        "mfu": lambda: mfu_section(args.quick, args.baseline, args.baseline_name),
         "data": lambda: data_section(args.quick),
         "parallel": lambda: parallel_section(args.quick),
     }

@@ -12,10 +12,8 @@ Why the structure is what it is:
 * Activation checkpointing lives in `Block.forward` (flag `block.checkpoint`), so it applies
   whether the model or a pipeline stage calls the block.
 * A `KVCache` per layer makes decoding one position at a time cost O(context) per step.
-* Short sequences on the CPU (MegaByte's local model: B*K sequences of P = 8 bytes) take
-  plain matmul attention instead of SDPA: CPU SDPA kernels tile for long sequences and cost
-  about 1.5x more for L = 8 (measured in benchmarks/NOTES.md); long sequences, GPUs and KV-cached
-  decoding keep SDPA.
+* Every attention goes through SDPA, also the local model's B*K sequences of P = 8 bytes:
+  plain matmul attention for them was measured no faster on the CPU (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -95,21 +93,6 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
-# Up to this many query positions, CPU training attention is computed with plain matmuls.
-SHORT_ATTENTION_MAX_LEN = 16
-
-
-def short_causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
-    """Causal attention (B, H, L, hd) by explicit scores, for short L (same math as SDPA)."""
-    length = q.shape[-2]
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, L, L)
-    future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-    probs = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
-    if dropout_p:
-        probs = F.dropout(probs, dropout_p)
-    return probs @ v
-
-
 class Attention(nn.Module):
     """Causal multi-head self-attention through `F.scaled_dot_product_attention`."""
 
@@ -140,9 +123,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.append(k, v)
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0 and length <= SHORT_ATTENTION_MAX_LEN and x.device.type == "cpu":
-            y = short_causal_attention(q, k, v, dropout_p)
-        elif past == 0:
+        if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         elif length == 1:
             # One new query sees the whole cache: no mask needed.
