@@ -19,9 +19,10 @@ from mbtrain.model.config import ModelConfig
 from mbtrain.model.layers import KVCache, TransformerStack, init_weights, trunc_normal_
 from mbtrain.model.loss import chunked_cross_entropy, chunked_nll
 from mbtrain.model.megabyte import N_BYTES
+from mbtrain.model.staged import StagedModel
 
 
-class ByteTransformer(nn.Module):
+class ByteTransformer(StagedModel):
     """Decoder-only transformer over bytes; `forward(x)` returns next-byte logits (B, T, 256)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -78,20 +79,6 @@ class ByteTransformer(nn.Module):
         return chunked_cross_entropy(
             h_global, x, mask, self.global_model.norm, self.head, self.cfg.loss_chunk_size
         )
-
-    def run_global(self, x: Tensor) -> Tensor:
-        h = self.embed_global(x)
-        for block in self.global_model.blocks:
-            h = block(h)
-        return h
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t]."""
-        return self.local_logits(self.run_global(x), x)
-
-    def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
-        return self.local_head(self.run_global(x), x, mask)
 
     @torch.no_grad()
     def nll(self, x: Tensor) -> Tensor:

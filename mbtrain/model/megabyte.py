@@ -48,11 +48,12 @@ from mbtrain.model.layers import (
     trunc_normal_,
 )
 from mbtrain.model.loss import chunked_cross_entropy, chunked_nll
+from mbtrain.model.staged import StagedModel
 
 N_BYTES = 256
 
 
-class MegaByte(nn.Module):
+class MegaByte(StagedModel):
     """MEGABYTE byte-level language model; `forward(x)` returns next-byte logits (B, T, 256)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -137,20 +138,6 @@ class MegaByte(nn.Module):
         )
 
     # -- whole model -------------------------------------------------------------------------
-
-    def run_global(self, x: Tensor) -> Tensor:
-        h = self.embed_global(x)
-        for block in self.global_model.blocks:
-            h = block(h)
-        return h
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t]."""
-        return self.local_logits(self.run_global(x), x)
-
-    def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
-        return self.local_head(self.run_global(x), x, mask)
 
     @torch.no_grad()
     def nll(self, x: Tensor) -> Tensor:
