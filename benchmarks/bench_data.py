@@ -32,7 +32,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child_prepare(out: str, workers: int, seq_len: int) -> dict:
+def child_prepare(out: str, workers: int, seq_len: int, size_limit: int) -> dict:
     t0 = time.perf_counter()
     from mbtrain.data import PrepareConfig, prepare
     from mbtrain.data.cli import load_corpus
@@ -41,7 +41,7 @@ def child_prepare(out: str, workers: int, seq_len: int) -> dict:
     corpus = load_corpus(os.path.join(ROOT, "data_prep/corpora/pystdlib.yaml"))
     cfg = PrepareConfig(
         inputs=corpus["inputs"], exclude=corpus["exclude"], out=out, seq_len=seq_len,
-        workers=workers, progress=False,
+        workers=workers, progress=False, **({"size_limit": size_limit} if size_limit else {}),
     )  # fmt: skip
     r = prepare(cfg)  # includes the walk, every lazy import, the workers and the merge
     t2 = time.perf_counter()
@@ -102,13 +102,16 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=8192)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument(
+        "--size-limit", type=int, default=0, help="shard size limit (0: the config default, 64 MiB)"
+    )
     ap.add_argument("--baseline", help="PYTHONPATH root of an older mbtrain to compare with")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         kind, *rest = args.child
         if kind == "prepare":
-            res = child_prepare(rest[0], int(rest[1]), args.seq_len)
+            res = child_prepare(rest[0], int(rest[1]), args.seq_len, args.size_limit)
         else:
             res = child_loader(rest[0], args.seq_len, args.batch)
         print(json.dumps(res))
@@ -181,7 +184,8 @@ def main() -> None:
             f"load avg {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}",
             f"- command: `{' '.join([os.path.relpath(sys.executable, ROOT), *sys.argv])}`",
             f"- corpus: pystdlib (raw .py files), seq_len {args.seq_len}, shards `zstd` = level 3; "
-            f"best of {args.repeat} rounds, each run a fresh process",
+            f"best of {args.repeat} rounds, each run a fresh process; shard size_limit "
+            f"{args.size_limit or 'default (64 MiB: one shard per split and part here)'}",
             "- prepare time = the `prepare()` call: input walk, lazy imports, workers, merge; "
             "process = the whole child incl. interpreter start",
             "",

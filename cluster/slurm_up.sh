@@ -62,7 +62,12 @@ alive() {  # alive NAME -> true if the recorded PID of NAME runs the program NAM
     local f=$STATE/pids/$1.pid pid
     [[ -s $f ]] || return 1
     pid=$(<"$f")
-    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "${1%%-*}" ]]
+    [[ -r /proc/$pid/comm && $(<"/proc/$pid/comm") == "${1%%-*}" ]] || return 1
+    # A killed daemon stays a zombie until it is reaped: it runs nothing.
+    local stat
+    stat=$(<"/proc/$pid/stat") || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
 }
 all_slurmd() {  # all_slurmd alive|dead: true if every (no) node daemon runs
     local i
@@ -154,7 +159,7 @@ export SLURM_CONF=$CONF
 deadline=$((SECONDS + TIMEOUT))
 while :; do
     states=$(sinfo -h -N -n "$NODES" -o %T 2>/dev/null | sort -u | tr '\n' ' ' || true)
-    ready=$(sinfo -h -N -n "$NODES" -o %T -t idle,mixed,allocated,completing 2>/dev/null | wc -l || echo 0)
+    ready=$({ sinfo -h -N -n "$NODES" -o %T -t idle,mixed,allocated,completing 2>/dev/null || true; } | wc -l)
     ((ready >= NNODES)) && break
     if [[ $states == *down* || $states == *drain* || $states == *fail* ]]; then
         scontrol update NodeName="$NODES" State=RESUME >/dev/null 2>&1 || true
