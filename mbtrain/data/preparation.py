@@ -171,30 +171,25 @@ def run_part(
     stage = cfg.local_dir or None
     writers = {sp: PartWriter(cfg.out, sp, name, cfg, stage) for sp in SPLITS}
     windowers = {sp: Windower(cfg.seq_len, cfg.pack, writers[sp].write) for sp in SPLITS}
-    try:
-        bar = _progress(cfg, sum(s.size for s in sources), name, position)
-        for src in sources:
-            c = stats["sources"].setdefault(src.spec, {"files": 0, "documents": 0, "bytes": 0})
-            c["files"] += 1
-            for doc_id, data in read_documents(src, cfg.text_field, utf8, report):
-                sp = splitter.split_of(doc_id, src.file_id)
-                windowers[sp].add(doc_id, data)
-                stats["documents"][sp] += 1
-                stats["bytes"][sp] += len(data)
-                c["documents"] += 1
-                c["bytes"] += len(data)
-            if bar is not None:
-                bar.update(src.size)
+    bar = _progress(cfg, sum(s.size for s in sources), name, position)
+    for src in sources:
+        c = stats["sources"].setdefault(src.spec, {"files": 0, "documents": 0, "bytes": 0})
+        c["files"] += 1
+        for doc_id, data in read_documents(src, cfg.text_field, utf8, report):
+            sp = splitter.split_of(doc_id, src.file_id)
+            windowers[sp].add(doc_id, data)
+            stats["documents"][sp] += 1
+            stats["bytes"][sp] += len(data)
+            c["documents"] += 1
+            c["bytes"] += len(data)
         if bar is not None:
-            bar.close()
-        for sp in SPLITS:
-            windowers[sp].flush()
-            stats["samples"][sp] = windowers[sp].samples
-            writers[sp].finish()
-    except BaseException:
-        for w in writers.values():  # stop shard threads; the parts stay hidden (unfinished)
-            w.close()
-        raise
+            bar.update(src.size)
+    if bar is not None:
+        bar.close()
+    for sp in SPLITS:
+        windowers[sp].flush()
+        stats["samples"][sp] = windowers[sp].samples
+        writers[sp].finish()
     stats["utf8_replaced"] = utf8.replaced
     stats["part"] = name
     stats["fingerprint"] = fingerprint(cfg, total)

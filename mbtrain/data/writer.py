@@ -11,10 +11,6 @@ Two writers of the same bytes:
   arrays, and without importing `streaming` at all (its package import pulls in torch and
   transformers: seconds per process, more than preparing a 30 MB corpus takes). Its shards
   and `index.json` are byte-identical to `MDSWriter`'s (tests/data/test_writer.py).
-  Each finished shard is joined, hashed, compressed and written by one background thread
-  (zstd and large `bytes.join`s release the GIL) while the caller builds the next shard; at
-  most 2 shards are in flight (bounded memory), the index lists them in shard order, and
-  `finish()` joins the thread and re-raises its first error before `index.json` is written.
 * streaming's `MDSWriter` for remote outputs (it uploads shards as it goes) and for
   compressions/hashes the fast writer does not implement.
 """
@@ -28,7 +24,6 @@ import shutil
 import struct
 import tempfile
 from array import array
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from mbtrain.data import storage
 
@@ -43,7 +38,6 @@ COLUMNS = {
 
 _NAMES = sorted(COLUMNS)  # MDS stores columns in sorted order
 assert _NAMES == ["data", "doc_ids", "doc_sizes", "lengths", "offsets"]
-MAX_IN_FLIGHT = 2  # shards queued or being written by the background thread
 _HEAD = struct.Struct("=5I")  # sizes of the 5 variable-size columns
 assert array("I").itemsize == 4 and array("q").itemsize == 8
 
@@ -137,9 +131,7 @@ class FastMDSWriter:
         )
         self.config = config
         self.config_data = json.dumps(config, sort_keys=True).encode()
-        self.shards: list[dict] = []  # index entries of the shards written so far, in order
-        self.pending: list[Future] = []  # shards in flight, in order
-        self.pool: ThreadPoolExecutor | None = None
+        self.shards: list[dict] = []
         self.rows: list[bytes] = []
         self.shard_size = 8 + len(self.config_data)
         os.makedirs(out, exist_ok=True)
@@ -159,27 +151,14 @@ class FastMDSWriter:
         }
 
     def _flush(self) -> None:
-        """Hand the finished shard to the background thread (waits while 2 are in flight)."""
         rows, n = self.rows, len(self.rows)
         start = 4 + 4 * (n + 1) + len(self.config_data)
         offsets = array("I", [start])
         for r in rows:
             start += len(r)
             offsets.append(start)
-        head = struct.pack("=I", n) + offsets.tobytes() + self.config_data
-        index = len(self.shards) + len(self.pending)
-        while len(self.pending) >= MAX_IN_FLIGHT:  # bounded memory; surfaces errors early
-            self.shards.append(self.pending.pop(0).result())
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="mbtrain-shard")
-        self.pending.append(self.pool.submit(self._write_shard, index, n, head, rows))
-        self.rows, self.shard_size = [], 8 + len(self.config_data)
-
-    def _write_shard(self, index: int, n: int, head: bytes, rows: list[bytes]) -> dict:
-        """Join, hash, compress and write one shard (background thread); its index entry."""
-        raw = b"".join((head, *rows))
-        del rows[:]  # the rows are in `raw` now: free them early
-        raw_name = f"shard.{index:05}.mds"
+        raw = b"".join((struct.pack("=I", n), offsets.tobytes(), self.config_data, *rows))
+        raw_name = f"shard.{len(self.shards):05}.mds"
         raw_info = self._info(raw, raw_name)
         zip_info = None
         data, name = raw, raw_name
@@ -187,32 +166,17 @@ class FastMDSWriter:
             import zstd
 
             data, name = zstd.compress(raw, self.level), raw_name + ".zstd"
-            del raw
             zip_info = self._info(data, name)
         with open(os.path.join(self.out, name), "wb") as f:
             f.write(data)
-        return {"samples": n, "raw_data": raw_info, "zip_data": zip_info, **self.config}
-
-    def _drain(self) -> None:
-        """Wait for every shard in flight, in order; re-raise the first error."""
-        try:
-            while self.pending:
-                self.shards.append(self.pending.pop(0).result())
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Stop the background thread (drops shards not started); no index is written."""
-        for f in self.pending:
-            f.cancel()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
+        self.shards.append(
+            {"samples": n, "raw_data": raw_info, "zip_data": zip_info, **self.config}
+        )
+        self.rows, self.shard_size = [], 8 + len(self.config_data)
 
     def finish(self) -> None:
         if self.rows:
             self._flush()
-        self._drain()
         with open(os.path.join(self.out, "index.json"), "w") as f:
             json.dump({"version": 2, "shards": self.shards}, f, sort_keys=True)
 
@@ -264,8 +228,3 @@ class PartWriter:
         (self.fast or self.writer).finish()
         if self.tmp is not None:
             os.replace(self.tmp, self.final)
-
-    def close(self) -> None:
-        """After an error: stop background work; the part stays hidden (unfinished)."""
-        if self.fast is not None:
-            self.fast.close()
