@@ -209,7 +209,7 @@ class Trainer:
         peak = cfg.logging.peak_flops
         if not peak and self.env.local_rank == 0:
             peak = device_peak_flops(self.env.device, cfg.train.precision)
-        peak_t = torch.tensor([peak], dtype=torch.float64)
+        peak_t = torch.tensor([peak], dtype=torch.float64, device=self._comm_device())
         dist.broadcast(peak_t, src=0)
         peak = float(peak_t.item())
         if self.env.device == "cpu":
@@ -245,10 +245,14 @@ class Trainer:
                     f"({self.dp_size} ranks); prepare more data or lower train.micro_batch_size"
                 ) from None
 
+    def _comm_device(self) -> torch.device:
+        # NCCL reduces only GPU tensors; gloo only CPU ones.
+        return self.device if self.env.backend == "nccl" else torch.device("cpu")
+
     def _all_reduce(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64)
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
         dist.all_reduce(t)
-        return t.tolist()
+        return t.cpu().tolist()
 
     def _grad_norm_before_step(self) -> float | None:
         """Global grad norm where DeepSpeed reports none (ZeRO-0 in fp32)."""
