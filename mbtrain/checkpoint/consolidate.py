@@ -9,23 +9,13 @@ partitions. Checkpoints of tensor- or pipeline-parallel runs are merged by
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 
-from mbtrain.checkpoint.layout import read_marker, resolve_checkpoint, tag_for_step
+from mbtrain.checkpoint.export import strip_prefix
+from mbtrain.checkpoint.layout import is_complete, read_marker, resolve_checkpoint, tag_for_step
 from mbtrain.errors import CheckpointError
-
-PREFIX = "model."
-
-
-def _strip(state: dict) -> dict[str, torch.Tensor]:
-    return {
-        (k[len(PREFIX) :] if k.startswith(PREFIX) else k): v.detach().float().cpu().contiguous()
-        for k, v in state.items()
-        if torch.is_tensor(v)
-    }
 
 
 def find_checkpoint(path: str | Path, step: int | None = None) -> tuple[Path, str]:
@@ -34,7 +24,7 @@ def find_checkpoint(path: str | Path, step: int | None = None) -> tuple[Path, st
         tag = tag_for_step(step)
         if not (root / tag).is_dir():
             raise CheckpointError(f"{root}: no checkpoint for step {step}")
-        if not (root / tag / "mbtrain_complete.json").is_file():
+        if not is_complete(root / tag):
             raise CheckpointError(f"{root / tag}: checkpoint is incomplete")
     return root, tag
 
@@ -52,11 +42,11 @@ def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor]
         states = torch.load(
             root / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
         )
-        return _strip(states["module"]), info
+        return strip_prefix(states["module"]), info
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-    return _strip(state), info
+    return strip_prefix(state), info
 
 
 def model_config_of(info: dict, root: Path):
@@ -103,7 +93,3 @@ def export_checkpoint(path: str | Path, out: str | Path, step: int | None = None
     state, info = checkpoint_state_dict(root, tag)
     cfg = model_config_of(info, root)
     return write_export(state, cfg, out, {"step": info.get("step"), "source": str(root / tag)})
-
-
-def describe(path: Path) -> str:
-    return json.dumps(read_marker(path), indent=2)

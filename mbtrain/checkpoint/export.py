@@ -21,9 +21,12 @@ from mbtrain.errors import CheckpointError
 PREFIX = "model."
 
 
-def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_prefix(state: dict) -> dict[str, torch.Tensor]:
+    """The plain model's state dict: no `model.` prefix, float32 on CPU, tensors only."""
     out = {}
     for k, v in state.items():
+        if not torch.is_tensor(v):
+            continue
         k = k[len(PREFIX) :] if k.startswith(PREFIX) else k
         out[k] = v.detach().to("cpu", torch.float32).contiguous()
     return out
@@ -68,7 +71,7 @@ def export_from_engine(engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = No
     path = None
     if rank == 0:
         path = write_export(
-            _strip(state), cfg.model, out_dir, {"step": getattr(engine, "global_steps", None)}
+            strip_prefix(state), cfg.model, out_dir, {"step": getattr(engine, "global_steps", None)}
         )
     if dist.is_initialized():
         dist.barrier()

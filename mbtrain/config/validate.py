@@ -24,10 +24,6 @@ class Layout:
     grad_accum: int
     global_batch_size: int
 
-    @property
-    def tokens_per_step(self) -> int:  # bytes, for a byte model
-        return self.global_batch_size
-
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
@@ -79,11 +75,7 @@ def check_layout(cfg: RunConfig, world_size: int) -> Layout:
             f"{prefix}_layers ({layers}) must be divisible by parallel.pipeline ({par.pipeline}); "
             f"valid pipeline sizes: {', '.join(map(str, _divisors(layers)))}"
         )
-    if par.pipeline > 1 and par.zero_stage > 1:
-        errors.append(
-            f"parallel.zero_stage={par.zero_stage} is not allowed with a pipeline "
-            f"(parallel.pipeline={par.pipeline}); DeepSpeed allows 0 or 1"
-        )
+    # ZeRO <= 1 with a pipeline is a ParallelConfig check: it needs no world size.
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"invalid parallel layout for {world_size} processes:\n{lines}")

@@ -7,6 +7,7 @@ documents; the modes are the paper's Table 11 (basic, sliding window, strided).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +87,7 @@ def evaluate_model(
             nats += r.nats
             count += r.count
             bar.update(len(data))
-        results[mode] = nats / count / 0.6931471805599453
+        results[mode] = nats / count / math.log(2)
     bar.close()
     joined = b"".join(d for _, d in docs)
     return {

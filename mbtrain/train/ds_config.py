@@ -35,8 +35,6 @@ def build_deepspeed_config(
         "wall_clock_breakdown": False,
         # Our AdamW (with decoupled decay groups) is a torch optimizer DeepSpeed wraps.
         "zero_allow_untested_optimizer": True,
-        # Universal checkpoints (changing the parallel layout on resume) need this info saved.
-        "checkpoint": {"load_universal": False},
     }
     if bf16 and (parallel.pipeline > 1 or parallel.zero_stage >= 1):
         # bf16 gradients accumulated in bf16 lose small updates; DeepSpeed's pipeline requires

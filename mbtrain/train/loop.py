@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -471,7 +472,7 @@ class Trainer:
         t_start = time.perf_counter()
         elapsed_before = self.state.elapsed_s
         window_time, window_bytes = 0.0, 0.0
-        step_times: list[float] = []
+        step_times: deque[float] = deque(maxlen=20)  # recent steps, for the ETA
         if self.rank == 0 and self.state.step < tr.steps:
             print(
                 f"[mbtrain] training {cfg.model.arch} for {tr.steps} steps on {self.env.world_size} "
@@ -505,7 +506,6 @@ class Trainer:
             if step % tr.log_every == 0 or step == tr.steps:
                 now = time.perf_counter()
                 bps = window_bytes / max(window_time, 1e-9)
-                recent = step_times[-20:]
                 row = {
                     "step": step,
                     "loss": out["loss"],
@@ -519,7 +519,7 @@ class Trainer:
                     else None,
                     "mem_bytes": peak_memory_bytes(self.env.device),
                     "elapsed_s": elapsed_before + now - t_start,
-                    "eta_s": (tr.steps - step) * sum(recent) / len(recent),
+                    "eta_s": (tr.steps - step) * sum(step_times) / len(step_times),
                 }
                 if self.rank == 0:
                     self.metrics.write(row)

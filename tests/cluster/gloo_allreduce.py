@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from mbtrain.cluster.env import TORCH_VARS
+
 out = Path(sys.argv[1])
 out.mkdir(parents=True, exist_ok=True)
 dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=60))
@@ -21,16 +23,7 @@ t = torch.tensor([float(rank + 1)])
 dist.all_reduce(t)
 names = [None] * world
 dist.all_gather_object(names, os.environ.get("SLURM_NODEID", "?"))
-keys = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "OMP_NUM_THREADS",
-    "SLURM_JOB_ID",
-)
+keys = (*TORCH_VARS, "SLURM_JOB_ID")
 (out / f"rank{rank}.json").write_text(
     json.dumps(
         {

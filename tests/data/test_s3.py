@@ -9,6 +9,20 @@ import pytest
 from mbtrain.data import DataConfig, PrepareConfig, build_loader, iter_documents, prepare
 
 
+def s3_config(root, out: str, **overrides) -> PrepareConfig:
+    """Two workers, small shards: several parts and shards go through the uploader."""
+    return PrepareConfig(
+        inputs=[root],
+        out=out,
+        seq_len=64,
+        val_fraction=0.25,
+        workers=2,
+        progress=False,
+        size_limit=4096,
+        **overrides,
+    )
+
+
 @pytest.fixture
 def s3(monkeypatch):
     from moto.server import ThreadedMotoServer
@@ -36,18 +50,7 @@ def s3(monkeypatch):
 def test_s3_round_trip(s3, corpus, tmp_path):
     root, expected = corpus
     out = f"{s3}/ds"
-    r = prepare(
-        PrepareConfig(
-            inputs=[root],
-            out=out,
-            seq_len=64,
-            val_fraction=0.25,
-            workers=2,
-            progress=False,
-            size_limit=4096,
-            local_dir=str(tmp_path / "stage"),
-        )
-    )
+    r = prepare(s3_config(root, out, local_dir=str(tmp_path / "stage")))
     assert r.merged and r.exit_code == 0
     docs = {}
     for sp in ("train", "val"):
@@ -64,14 +67,4 @@ def test_s3_round_trip(s3, corpus, tmp_path):
     )
     assert next(iter(loader))["x"].shape == (4, 64)
     # A second run finds every part finished and only merges again.
-    assert prepare(
-        PrepareConfig(
-            inputs=[root],
-            out=out,
-            seq_len=64,
-            val_fraction=0.25,
-            workers=2,
-            progress=False,
-            size_limit=4096,
-        )
-    ).merged
+    assert prepare(s3_config(root, out)).merged
