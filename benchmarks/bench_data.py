@@ -4,16 +4,25 @@ Not a test. Usage:
 
     .venv/bin/python benchmarks/bench_data.py [--repeat 3] [--baseline DIR] [--out-md FILE]
 
-Input: the Python standard library sources (data_prep/corpora/pystdlib.yaml), read as raw
-bytes. The zstd baseline compresses the same bytes (concatenated into one file) with
-`zstd -3 -T1`: level 3 is what `compression: zstd` means in streaming (and in mbtrain's fast
-writer), and -T1 is one thread, i.e. one worker. prepare's target is >= 0.7x of it per worker.
+Two corpora, both derived on any machine from the Python standard library's sources
+(data_prep/corpora/pystdlib.yaml), read as raw bytes:
+* `pystdlib`: the files themselves (about 1,800 files of 17 KB on average): per-file costs.
+* `long`: the same bytes, `--long-copies` times, cut into documents of 1 MiB (the documents
+  mbtrain is for); big enough that a part holds several shards.
+
+The reference compresses the same bytes (concatenated into one file) with `zstd -3 -T1`:
+level 3 is what `compression: zstd` means in streaming (and in mbtrain's fast writer), and -T1
+is one compression thread, i.e. one worker. For 2 workers the reference is 2 such processes at
+once, each on half of the bytes (the same parallelism: on this VM two processes slow each
+other down by about a quarter). prepare's target is >= 0.7x of the reference per worker.
 
 Every prepare and loader run is a fresh child process (so each pays its own imports, as
 `mbtrain prepare` does), interleaved with the zstd runs; the best of `--repeat` rounds is
-reported (the machine is shared: compare ratios within one run). `--baseline DIR` adds the
-same runs with the `mbtrain` package found in DIR (e.g. an older commit:
-`git archive <commit> mbtrain | tar -x -C DIR`) for before/after in one table.
+reported (the machine is shared: compare ratios within one run). CPU seconds (all threads and
+worker processes) are reported beside wall time: prepare overlaps compression with reading in
+a second thread, so wall and CPU ratios differ. `--baseline DIR` adds the same runs with the
+`mbtrain` package found in DIR (e.g. an older commit: `git archive <commit> mbtrain | tar -x -C
+DIR`) for before/after in one table.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,22 +40,39 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYSTDLIB = os.path.join(ROOT, "data_prep/corpora/pystdlib.yaml")
 
 
-def child_prepare(out: str, workers: int, seq_len: int, size_limit: int) -> dict:
+def _cpu_s(who) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def child_prepare(out: str, workers: int, inputs: str, seq_len: int, size_limit: int) -> dict:
     t0 = time.perf_counter()
     from mbtrain.data import PrepareConfig, prepare
     from mbtrain.data.cli import load_corpus
 
     t1 = time.perf_counter()
-    corpus = load_corpus(os.path.join(ROOT, "data_prep/corpora/pystdlib.yaml"))
+    c0 = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN)
+    if inputs == "pystdlib":
+        corpus = load_corpus(PYSTDLIB)
+        spec = {"inputs": corpus["inputs"], "exclude": corpus["exclude"]}
+    else:
+        spec = {"inputs": [inputs]}
     cfg = PrepareConfig(
-        inputs=corpus["inputs"], exclude=corpus["exclude"], out=out, seq_len=seq_len,
-        workers=workers, progress=False, **({"size_limit": size_limit} if size_limit else {}),
+        out=out, seq_len=seq_len, workers=workers, progress=False, **spec,
+        **({"size_limit": size_limit} if size_limit else {}),
     )  # fmt: skip
     r = prepare(cfg)  # includes the walk, every lazy import, the workers and the merge
     t2 = time.perf_counter()
-    return {"import_s": t1 - t0, "prepare_s": t2 - t1, "bytes": sum(r.stats["bytes"].values())}
+    cpu = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN) - c0
+    return {
+        "import_s": t1 - t0,
+        "prepare_s": t2 - t1,
+        "cpu_s": cpu,
+        "bytes": sum(r.stats["bytes"].values()),
+    }
 
 
 def child_loader(train: str, seq_len: int, batch: int) -> dict:
@@ -84,16 +111,57 @@ def run_child(pythonpath: str, *args: str) -> tuple[dict, float]:
     return json.loads(p.stdout.strip().splitlines()[-1]), wall
 
 
-def concat_inputs(path: str) -> int:
+def stdlib_bytes() -> list[bytes]:
+    """The pystdlib corpus's files, in prepare's order."""
     from mbtrain.data.cli import load_corpus
     from mbtrain.data.sources import expand_inputs
 
-    corpus = load_corpus(os.path.join(ROOT, "data_prep/corpora/pystdlib.yaml"))
-    with open(path, "wb") as f:
-        for s in expand_inputs(corpus["inputs"], "auto", lambda *a: None, corpus["exclude"]):
-            with open(s.path, "rb") as g:
-                f.write(g.read())
-    return os.path.getsize(path)
+    corpus = load_corpus(PYSTDLIB)
+    out = []
+    for s in expand_inputs(corpus["inputs"], "auto", lambda *a: None, corpus["exclude"]):
+        with open(s.path, "rb") as g:
+            out.append(g.read())
+    return out
+
+
+def make_corpora(tmp: str, long_copies: int) -> dict[str, dict]:
+    """Both corpora: the prepare input, and the bytes concatenated (halves too) for zstd."""
+    files = stdlib_bytes()
+    data = b"".join(files)
+    long_dir = os.path.join(tmp, "long-docs")
+    os.makedirs(long_dir)
+    for c in range(long_copies):
+        for i in range(0, len(data), 1 << 20):
+            with open(os.path.join(long_dir, f"copy{c}-{i >> 20:05d}.txt"), "wb") as f:
+                f.write(data[i : i + (1 << 20)])
+    corpora = {
+        "pystdlib": {"inputs": "pystdlib", "data": data, "docs": len(files)},
+        "long": {
+            "inputs": long_dir,
+            "data": data * long_copies,
+            "docs": len(os.listdir(long_dir)),
+        },
+    }
+    for name, c in corpora.items():
+        d = c.pop("data")
+        c["bytes"] = len(d)
+        c["cat"] = [os.path.join(tmp, f"{name}.bin")]
+        c["halves"] = [os.path.join(tmp, f"{name}.{k}.bin") for k in range(2)]
+        for path, part in zip(c["cat"] + c["halves"], [d, d[: len(d) // 2], d[len(d) // 2 :]]):
+            with open(path, "wb") as f:
+                f.write(part)
+    return corpora
+
+
+def zstd_cli(paths: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of `zstd -3 -T1` run on every path at once (one process each)."""
+    c0, t = _cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter()
+    procs = [
+        subprocess.Popen(["zstd", "-3", "-q", "-f", "-T1", p, "-o", p + ".zst"]) for p in paths
+    ]
+    if any(p.wait() != 0 for p in procs):
+        raise RuntimeError("zstd failed")
+    return time.perf_counter() - t, _cpu_s(resource.RUSAGE_CHILDREN) - c0
 
 
 def main() -> None:
@@ -102,6 +170,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=8192)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--long-copies", type=int, default=4)
     ap.add_argument(
         "--size-limit", type=int, default=0, help="shard size limit (0: the config default, 64 MiB)"
     )
@@ -111,7 +180,7 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "prepare":
-            res = child_prepare(rest[0], int(rest[1]), args.seq_len, args.size_limit)
+            res = child_prepare(rest[0], int(rest[1]), rest[2], args.seq_len, args.size_limit)
         else:
             res = child_loader(rest[0], args.seq_len, args.batch)
         print(json.dumps(res))
@@ -123,51 +192,61 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench-data-")
     best: dict[tuple, dict] = {}
 
-    def keep(key, res, wall):
+    def keep(key, res, wall=0.0):
         res = dict(res, wall_s=wall)
-        if key not in best or res.get("prepare_s", res.get("loader_s")) < best[key].get(
-            "prepare_s", best[key].get("loader_s")
-        ):
+        t = res.get("prepare_s", res.get("loader_s"))
+        if key not in best or t < best[key].get("prepare_s", best[key].get("loader_s")):
             best[key] = res
 
     try:
-        cat = os.path.join(tmp, "all.bin")
-        n = concat_inputs(cat)
-        for rnd in range(args.repeat):
-            for name, path in variants.items():
-                for w in (1, 2):
-                    out = os.path.join(tmp, f"{name}-w{w}-{rnd}")
-                    keep((name, w), *run_child(path, "prepare", out, str(w)))
-                    if rnd < args.repeat - 1 or w == 2:
-                        shutil.rmtree(out, ignore_errors=True)
-                t = time.perf_counter()
-                subprocess.run(
-                    ["zstd", "-3", "-q", "-f", "-T1", cat, "-o", cat + ".zst"], check=True
-                )
-                keep(("zstd", name, rnd), {"prepare_s": time.perf_counter() - t}, 0.0)
-        zstd_s = min(v["prepare_s"] for k, v in best.items() if k[0] == "zstd")
-        zstd_mbs = n / zstd_s / 1e6
-        train = os.path.join(tmp, f"after-w1-{args.repeat - 1}", "train")
+        corpora = make_corpora(tmp, args.long_copies)
+        for _ in range(args.repeat):
+            for cname, c in corpora.items():
+                for name, path in variants.items():
+                    for w in (1, 2):
+                        out = os.path.join(tmp, f"{cname}-{name}-w{w}")
+                        shutil.rmtree(out, ignore_errors=True)  # else its parts are resumed
+                        res = run_child(path, "prepare", out, str(w), c["inputs"])
+                        keep((cname, name, w), *res)
+                        if not (cname == "pystdlib" and name == "after" and w == 1):
+                            shutil.rmtree(out, ignore_errors=True)  # that one: for the loader
+                for w, paths in ((1, c["cat"]), (2, c["halves"])):
+                    wall, cpu = zstd_cli(paths)
+                    keep((cname, "zstd", w), {"prepare_s": wall, "cpu_s": cpu, "bytes": c["bytes"]})
+        train = os.path.join(tmp, "pystdlib-after-w1", "train")
         for _ in range(args.repeat):
             for name, path in variants.items():
                 keep(("loader", name), *run_child(path, "loader", train))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = []
-    for name in variants:
+    sections = []
+    for cname, c in corpora.items():
+        rows = []
         for w in (1, 2):
-            r = best[(name, w)]
-            mbs = r["bytes"] / r["prepare_s"] / 1e6
+            z = best[(cname, "zstd", w)]
+            z_mbs = z["bytes"] / z["prepare_s"] / 1e6 / w  # per process
+            for name in variants:
+                r = best[(cname, name, w)]
+                mbs = r["bytes"] / r["prepare_s"] / 1e6
+                rows.append(
+                    f"| {name}: prepare, {w} worker(s) | {r['prepare_s']:.2f} s (process "
+                    f"{r['wall_s']:.2f} s) | {r['cpu_s']:.2f} s | {mbs / w:.1f} MB/s "
+                    f"| **{mbs / w / z_mbs:.2f}x** | {z['cpu_s'] / r['cpu_s']:.2f}x |"
+                )
             rows.append(
-                f"| {name}: prepare, {w} worker(s) | {r['bytes'] / 1e6:.1f} MB "
-                f"| {r['prepare_s']:.2f} s (process {r['wall_s']:.2f} s) | {mbs:.1f} MB/s "
-                f"| {mbs / w:.1f} MB/s | **{mbs / w / zstd_mbs:.2f}x** |"
+                f"| `zstd -3 -T1`, {w} process(es) at once{' on halves' if w == 2 else ''} "
+                f"| {z['prepare_s']:.2f} s | {z['cpu_s']:.2f} s | {z_mbs:.1f} MB/s | 1.00x | 1.00x |"
             )
-    rows.append(
-        f"| zstd -3 -T1 CLI, same bytes (best of {len(variants) * args.repeat}) | {n / 1e6:.1f} MB "
-        f"| {zstd_s:.2f} s | {zstd_mbs:.1f} MB/s | {zstd_mbs:.1f} MB/s | 1.00x |"
-    )
+        sections += [
+            f"### Corpus `{cname}`: {c['docs']} documents, {c['bytes'] / 1e6:.1f} MB",
+            "",
+            "| what | wall | CPU (all threads, workers) | per worker | per worker / zstd "
+            "(wall) | zstd CPU / prepare CPU |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
     lrows = []
     for name in variants:
         r = best[("loader", name)]
@@ -183,19 +262,19 @@ def main() -> None:
             f"- machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs (shared, "
             f"load avg {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}",
             f"- command: `{' '.join([os.path.relpath(sys.executable, ROOT), *sys.argv])}`",
-            f"- corpus: pystdlib (raw .py files), seq_len {args.seq_len}, shards `zstd` = level 3; "
-            f"best of {args.repeat} rounds, each run a fresh process; shard size_limit "
-            f"{args.size_limit or 'default (64 MiB: one shard per split and part here)'}",
+            f"- seq_len {args.seq_len}, shards `zstd` = level 3; best of {args.repeat} rounds, "
+            "each run a fresh process; shard size_limit "
+            f"{args.size_limit or 'default (64 MiB)'}",
             "- prepare time = the `prepare()` call: input walk, lazy imports, workers, merge; "
-            "process = the whole child incl. interpreter start",
+            "process = the whole child incl. interpreter start; CPU = user+system seconds of "
+            "the `prepare()` call, its threads and worker processes",
+            "- per worker = bytes / wall / workers; the zstd reference for 2 workers is two "
+            "processes at once, each on half of the bytes",
             "",
-            "| what | bytes | time | throughput | per worker | per worker / zstd CLI |",
-            "|---|---|---|---|---|---|",
-            *rows,
-            "",
+            *sections,
             f"Loader, 1 rank, num_workers=0, B={args.batch}, seq_len {args.seq_len} (one epoch of "
-            "the train split; bytes = real bytes, mask True). A training step of the tiny CPU "
-            "recipe consumes about 20 kB/s.",
+            "the pystdlib train split; bytes = real bytes, mask True). A training step of the "
+            "tiny CPU recipe consumes about 20 kB/s.",
             "",
             "| code | loader MB/s per rank | collate alone MB/s |",
             "|---|---|---|",

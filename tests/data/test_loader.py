@@ -201,7 +201,7 @@ def test_vectorised_collate_matches_reference(pack):
 
     rng = random.Random(3)
     samples = []
-    w = Windower(T, pack, lambda d, p: samples.append(make_sample(d, p)))
+    w = Windower(T, pack, lambda c, p: samples.append(make_sample(b"".join(c), p)))
     for i in range(200):
         w.add(f"d{i}", rng.randbytes(rng.choice([1, 2, 5, 31, 32, 33, 70])))
     w.flush()

@@ -15,7 +15,8 @@ from mbtrain.errors import DataError
 def cfg(inputs, out, **kw) -> PrepareConfig:
     kw.setdefault("seq_len", 64)
     kw.setdefault("val_fraction", 0.25)
-    return PrepareConfig(inputs=inputs, out=str(out), progress=False, size_limit=4096, **kw)
+    kw.setdefault("size_limit", 4096)
+    return PrepareConfig(inputs=inputs, out=str(out), progress=False, **kw)
 
 
 @pytest.mark.parametrize("pack", [True, False])
@@ -28,6 +29,39 @@ def test_every_document_reconstructed_exactly(corpus, docs_of, ids_of, tmp_path,
     assert sum(stats["documents"].values()) == len(expected)
     assert sum(stats["bytes"].values()) == sum(map(len, expected.values()))
     assert check_split(str(tmp_path / "ds" / "train"), 64)["pack"] is pack
+
+
+def test_multi_frame_shards_reconstruct_and_load(corpus, docs_of, tmp_path, monkeypatch):
+    """Shards compressed as several zstd frames (large shards) read back exactly, hashes valid."""
+    from streaming import StreamingDataset
+
+    import mbtrain.data.writer as writer
+
+    root, expected = corpus
+    monkeypatch.setattr(writer, "GROUP_SIZE", 500)
+    prepare(cfg([root], tmp_path / "ds", size_limit=1 << 20, val_fraction=0.0))
+    index = json.loads((tmp_path / "ds" / "train" / "index.json").read_text())
+    shard = index["shards"][0]
+    assert shard["raw_data"]["bytes"] > 2000  # several groups, hence frames
+    assert docs_of(str(tmp_path / "ds")) == expected
+    ds = StreamingDataset(
+        local=str(tmp_path / "ds" / "train"), shuffle=False, batch_size=1, validate_hash="xxh64"
+    )
+    assert sum(len(ds.get_item(i)["data"]) for i in range(ds.num_samples)) == sum(
+        map(len, expected.values())
+    )
+
+
+def test_read_file_reads_to_the_end_whatever_the_size_hint(tmp_path):
+    from mbtrain.data.sources import _read_file
+
+    p = tmp_path / "f.bin"
+    data = bytes(range(256)) * 5000  # 1.28 MB: several reads past a stale size hint
+    p.write_bytes(data)
+    for hint in (0, 3, len(data), len(data) + 10):
+        assert _read_file(str(p), hint) == data
+    assert isinstance(_read_file(str(tmp_path), 0), OSError)  # a directory
+    assert isinstance(_read_file(str(tmp_path / "missing"), 0), OSError)
 
 
 def test_split_is_deterministic_by_document(corpus, docs_of, ids_of, tmp_path):
@@ -76,21 +110,22 @@ def test_interrupted_prepare_is_never_complete(corpus, docs_of, ids_of, tmp_path
     prepare(cfg([root], out))
     import mbtrain.data.preparation as prep
 
-    real = prep.read_documents
+    real = prep.documents_by_source
 
-    def dying(src, *a):
-        yield from real(src, *a)
-        raise KeyboardInterrupt  # killed mid-way through the first file
+    def dying(*a):
+        for src, docs in real(*a):
+            yield src, docs
+            raise KeyboardInterrupt  # killed after the first file
 
     # A re-run (e.g. after adding data) that dies must leave the dataset marked incomplete.
     (out / "parts" / "part-00000-of-00001.json").unlink()
-    monkeypatch.setattr(prep, "read_documents", dying)
+    monkeypatch.setattr(prep, "documents_by_source", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg([root], out))
     with pytest.raises(DataError, match="incomplete"):
         check_split(str(out / "train"), 64)
     assert not (out / "train" / "part-00000-of-00001").exists()  # only the .tmp dir
-    monkeypatch.setattr(prep, "read_documents", real)
+    monkeypatch.setattr(prep, "documents_by_source", real)
     assert prepare(cfg([root], out)).exit_code == 0
     assert docs_of(str(out)) == expected
 

@@ -10,13 +10,13 @@ import pytest
 
 from mbtrain.data import PrepareConfig, prepare
 from mbtrain.data.windows import Windower, make_sample
-from mbtrain.data.writer import COLUMNS, FastMDSWriter, encode_window, fast_supported
+from mbtrain.data.writer import COLUMNS, FastMDSWriter, RowEncoder, fast_supported
 
 
 def _windows(seed: int, seq_len: int, pack: bool) -> list[tuple[bytes, list]]:
     rng = random.Random(seed)
     got: list[tuple[bytes, list]] = []
-    w = Windower(seq_len, pack, lambda d, p: got.append((d, list(p))))
+    w = Windower(seq_len, pack, lambda c, p: got.append((b"".join(c), list(p))))
     for i in range(300):
         n = rng.choice([1, 2, 3, rng.randrange(1, 5 * seq_len)])
         w.add(f"dir/ü{i}.txt:{i}", rng.randbytes(n))
@@ -27,17 +27,21 @@ def _windows(seed: int, seq_len: int, pack: bool) -> list[tuple[bytes, list]]:
 
 
 @pytest.mark.parametrize(
-    "compression,hashes,size_limit,seq_len",
+    "compression,hashes,size_limit,seq_len,group_size",
     [
-        ("zstd", ["xxh64"], 4096, 64),
-        ("zstd:7", ["sha1", "xxh3_64"], 1 << 20, 300),
-        ("", [], 70, 64),  # rows larger than the limit: a (streaming-style) flush per row
-        ("zstd", ["xxh64"], 1 << 20, 1024),
+        ("zstd", ["xxh64"], 4096, 64, 4 << 20),
+        ("zstd:7", ["sha1", "xxh3_64"], 1 << 20, 300, 4 << 20),
+        ("", [], 70, 64, 4 << 20),  # rows larger than the limit: a (streaming-style) flush per row
+        ("zstd", ["xxh64"], 1 << 20, 1024, 4 << 20),
+        # Shards of several compression groups: multi-frame zstd files, raw bytes identical.
+        ("zstd", ["sha1", "xxh64"], 1 << 20, 1024, 50_000),
+        ("", ["xxh64"], 1 << 20, 300, 10_000),
     ],
 )
-def test_fast_writer_is_byte_identical_to_mdswriter(
-    tmp_path, compression, hashes, size_limit, seq_len
+def test_fast_writer_matches_mdswriter(
+    tmp_path, compression, hashes, size_limit, seq_len, group_size
 ):
+    import zstd
     from streaming import MDSWriter, StreamingDataset
 
     wins = _windows(seq_len, seq_len, pack=True) + _windows(1, seq_len, pack=False)
@@ -51,17 +55,39 @@ def test_fast_writer_is_byte_identical_to_mdswriter(
         hashes=hashes,
         size_limit=size_limit,
     )
-    fast = FastMDSWriter(str(tmp_path / "fast"), compression, hashes, size_limit)
+    fast = FastMDSWriter(str(tmp_path / "fast"), compression, hashes, size_limit, group_size)
+    enc = RowEncoder()  # one encoder: its id cache is exercised by multi-window documents
     for data, pieces in wins:
         ref.write(make_sample(data, pieces))
-        fast.write(encode_window(data, pieces))
+        fast.write(enc.encode([data[:3], data[3:]], pieces))
     ref.finish()
     fast.finish()
     names = sorted(os.listdir(tmp_path / "ref"))
     assert names == sorted(os.listdir(tmp_path / "fast")) and len(names) > 1
-    for n in names:
-        assert (tmp_path / "ref" / n).read_bytes() == (tmp_path / "fast" / n).read_bytes(), n
-    ds = StreamingDataset(local=str(tmp_path / "fast"), shuffle=False, batch_size=1)
+    index = {d: json.loads((tmp_path / d / "index.json").read_text()) for d in ("ref", "fast")}
+    multi_frame = 0
+    for a, b in zip(index["ref"]["shards"], index["fast"]["shards"]):
+        assert a["raw_data"] == b["raw_data"] and a["samples"] == b["samples"]
+        if not compression:
+            continue
+        ra, rb = (
+            (tmp_path / "ref" / a["zip_data"]["basename"]).read_bytes(),
+            (tmp_path / "fast" / b["zip_data"]["basename"]).read_bytes(),
+        )
+        assert zstd.decompress(ra) == zstd.decompress(rb)
+        if a["raw_data"]["bytes"] < group_size:  # one group: the very same bytes
+            assert ra == rb and a == b
+        else:
+            multi_frame += 1
+            assert b["zip_data"]["bytes"] == len(rb)
+    if compression and group_size < size_limit:
+        assert multi_frame > 0
+    if group_size >= size_limit:
+        assert index["ref"] == index["fast"]
+        for n in names:
+            assert (tmp_path / "ref" / n).read_bytes() == (tmp_path / "fast" / n).read_bytes(), n
+    hash_check = {"validate_hash": hashes[0]} if hashes else {}
+    ds = StreamingDataset(local=str(tmp_path / "fast"), shuffle=False, batch_size=1, **hash_check)
     for i in (0, len(wins) // 2, len(wins) - 1):
         s = ds.get_item(i)
         data, pieces = wins[i]
@@ -69,6 +95,20 @@ def test_fast_writer_is_byte_identical_to_mdswriter(
         assert s["offsets"].tolist() == [p[1] for p in pieces]
         assert s["lengths"].tolist() == [p[2] for p in pieces]
         assert s["doc_sizes"].tolist() == [p[3] for p in pieces]
+
+
+def test_background_error_is_raised_and_nothing_published(tmp_path):
+    """A failing shard write (here: the part directory vanished) surfaces on the caller."""
+    out = tmp_path / "w"
+    fast = FastMDSWriter(str(out), "zstd", ["xxh64"], 4096, group_size=1000)
+    enc = RowEncoder()
+    os.rmdir(out)
+    with pytest.raises(FileNotFoundError):
+        for i in range(200):
+            fast.write(enc.encode([b"y" * 100], [(f"d{i}", 0, 100, 100)]))
+        fast.finish()
+    assert not fast._thread.is_alive()
+    assert not out.exists()
 
 
 def test_unsupported_configs_fall_back_to_mdswriter():
