@@ -86,12 +86,10 @@ def metrics_summary(run_dir: str | Path) -> dict[str, Any]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> str | None:
-    """Tag named by `<run_dir>/checkpoints/latest`, or None."""
-    try:
-        tag = (Path(run_dir) / "checkpoints" / "latest").read_text().strip()
-    except OSError:
-        return None
-    return tag or None
+    """The checkpoint a restart would resume from (the newest complete one), or None."""
+    from mbtrain.checkpoint.layout import latest_complete
+
+    return latest_complete(Path(run_dir) / "checkpoints")
 
 
 def _last_event(run_dir: Path, job_id: str | None) -> dict | None:

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from mbtrain.checkpoint.layout import COMPLETE_MARKER, step_of_tag, tag_for_step  # no torch
+
 run_dir, steps, step_s = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 ckpt = run_dir / "checkpoints"
 requested = []
@@ -22,7 +24,7 @@ signal.signal(signal.SIGTERM, lambda s, f: requested.append(s))
 
 start = 0
 if (ckpt / "latest").is_file():
-    start = int((ckpt / "latest").read_text().strip().split("_")[1])
+    start = step_of_tag((ckpt / "latest").read_text().strip())
 restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
 print(
     f"standin: start at step {start}, restart {restart}, RANK={os.environ.get('RANK')}", flush=True
@@ -44,9 +46,10 @@ for step in range(start + 1, steps + 1):
         if step % 5 == 0:
             f.write(json.dumps({"step": step, "val_bpb": 2.0 / step}) + "\n")
     if requested:
-        tag = f"step_{step}"
+        tag = tag_for_step(step)
         (ckpt / tag).mkdir(parents=True, exist_ok=True)
         (ckpt / tag / "state.json").write_text(json.dumps({"step": step}))
+        (ckpt / tag / COMPLETE_MARKER).write_text(json.dumps({"step": step}))  # last, as mbtrain
         (ckpt / "latest.tmp").write_text(tag)
         os.replace(ckpt / "latest.tmp", ckpt / "latest")
         print(f"standin: signal {requested[0]} -> saved {tag}, exit 75", flush=True)

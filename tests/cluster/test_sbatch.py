@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mbtrain.checkpoint.layout import tag_for_step
 from mbtrain.cluster.config import ClusterConfig
 from mbtrain.cluster.sbatch import render_train_script, safe_job_name
 from mbtrain.cluster.submit import submit, submit_prepare_array
@@ -200,7 +201,7 @@ def test_usr1_forwarded_checkpoint_and_requeue(tmp_path, fake_slurm, restart_cou
     out, _ = proc.communicate(timeout=30)
     assert "forwarding to the job step" in out
     tag = (run_dir / "checkpoints" / "latest").read_text()
-    assert tag == f"step_{_metrics_steps(run_dir)[-1]}"
+    assert tag == tag_for_step(_metrics_steps(run_dir)[-1])
     assert not (run_dir / "finished").exists()
     if requeued:
         assert proc.returncode == 0, out

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mbtrain.checkpoint.layout import COMPLETE_MARKER, step_of_tag
 from mbtrain.cluster.config import ClusterConfig
 from mbtrain.cluster.status import cancel, format_status, run_status
 from mbtrain.cluster.submit import read_jobs, submit, submit_prepare_array
@@ -94,7 +95,7 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output, s
     t_signal = time.monotonic()
     rec = wait_job(job_id, lambda r: int(r.get("Restarts", 0)) >= 1, timeout=60, poll=0.2)
     tag = (run_dir / "checkpoints" / "latest").read_text()
-    saved = int(tag.split("_")[1])
+    saved = step_of_tag(tag)
     requeued = run_status(run_dir)
     assert requeued["restarts"] == 1 and requeued["checkpoint"] == tag
     print(f"\nrequeued state: {rec['JobState']} ({rec.get('Reason')})")
@@ -167,18 +168,20 @@ def test_status_without_slurm_record(tmp_path):
         '{"step": 10, "loss": 2.5, "bpb": 3.6, "bytes_per_s": 5e6, "eta_s": 0}\n'
         '{"step": 10, "val_bpb": 3.7}\n'
     )
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "checkpoints" / "latest").write_text("step_10\n")
+    (run_dir / "checkpoints" / "step00000010").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step00000010" / COMPLETE_MARKER).write_text("{}")
+    (run_dir / "checkpoints" / "step00000011").mkdir()  # a save cut short: no marker
+    (run_dir / "checkpoints" / "latest").write_text("step00000011\n")
     status = run_status(run_dir)
     assert status["source"] == "run_dir" and status["state"] == "COMPLETED"
     assert (status["step"], status["loss"], status["val_bpb"], status["checkpoint"]) == (
         10,
         2.5,
         3.7,
-        "step_10",
+        "step00000010",
     )
     text = format_status(status)
-    assert "5.000 MB/s" in text and "step_10" in text
+    assert "5.000 MB/s" in text and "step00000010" in text
 
 
 def test_prepare_array_then_merge(slurm_cluster, tmp_path, wait_job, job_output):
