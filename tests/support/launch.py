@@ -68,17 +68,32 @@ def launch(
     return procs
 
 
-def wait(procs: list[subprocess.Popen], log_dir: Path, timeout: float = 300) -> list[int]:
-    deadline = time.time() + timeout
-    codes = []
-    for p in procs:
-        try:
-            codes.append(p.wait(timeout=max(1, deadline - time.time())))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise AssertionError(f"ranks timed out; logs:\n{read_logs(log_dir)}") from None
-    return codes
+def wait(
+    procs: list[subprocess.Popen], log_dir: Path, timeout: float = 300, ok=(0, 75)
+) -> list[int]:
+    """Exit codes of all ranks. A rank exiting with a code not in `ok` stops the others after a
+    grace period (they would otherwise hang in a collective until the timeout)."""
+    deadline = time.monotonic() + timeout
+    failed_at = None
+    while any(p.poll() is None for p in procs):
+        now = time.monotonic()
+        if now > deadline:
+            _kill(procs)
+            raise AssertionError(f"ranks timed out; logs:\n{read_logs(log_dir)}")
+        if failed_at is None and any(p.poll() not in (None, *ok) for p in procs):
+            failed_at = now
+        if failed_at is not None and now - failed_at > 5:
+            _kill(procs)
+            break
+        time.sleep(0.2)
+    return [p.returncode for p in procs]
+
+
+def _kill(procs: list[subprocess.Popen]) -> None:
+    for q in procs:
+        if q.poll() is None:
+            q.kill()
+            q.wait()
 
 
 def read_logs(log_dir: Path) -> str:
@@ -88,8 +103,10 @@ def read_logs(log_dir: Path) -> str:
     )
 
 
-def run(world: int, args: list[str], log_dir: Path, expect: int = 0, **kw) -> None:
-    codes = wait(launch(world, args, log_dir, **kw), log_dir)
+def run(
+    world: int, args: list[str], log_dir: Path, expect: int = 0, timeout: float = 300, **kw
+) -> None:
+    codes = wait(launch(world, args, log_dir, **kw), log_dir, timeout, ok=(expect,))
     assert all(c == expect for c in codes), (
         f"exit codes {codes} (expected {expect}):\n{read_logs(log_dir)}"
     )
