@@ -14,7 +14,9 @@ The reference compresses the same bytes (concatenated into one file) with `zstd 
 level 3 is what `compression: zstd` means in streaming (and in mbtrain's fast writer), and -T1
 is one compression thread, i.e. one worker. For 2 workers the reference is 2 such processes at
 once, each on half of the bytes (the same parallelism: on this VM two processes slow each
-other down by about a quarter). prepare's target is >= 0.7x of the reference per worker.
+other down by about a quarter). prepare's target is >= 0.7x of the reference per worker. A
+third row, `tar -c -T <files> | zstd -3 -T1`, walks and reads the same files one by one as
+prepare must (tar and zstd are two processes, so the reading overlaps the compression).
 
 Every prepare and loader run is a fresh child process (so each pays its own imports, as
 `mbtrain prepare` does), interleaved with the zstd runs; the best of `--repeat` rounds is
@@ -111,22 +113,23 @@ def run_child(pythonpath: str, *args: str) -> tuple[dict, float]:
     return json.loads(p.stdout.strip().splitlines()[-1]), wall
 
 
-def stdlib_bytes() -> list[bytes]:
-    """The pystdlib corpus's files, in prepare's order."""
+def stdlib_files() -> tuple[list[str], list[bytes]]:
+    """Paths and contents of the pystdlib corpus's files, in prepare's order."""
     from mbtrain.data.cli import load_corpus
     from mbtrain.data.sources import expand_inputs
 
     corpus = load_corpus(PYSTDLIB)
-    out = []
+    paths, out = [], []
     for s in expand_inputs(corpus["inputs"], "auto", lambda *a: None, corpus["exclude"]):
         with open(s.path, "rb") as g:
             out.append(g.read())
-    return out
+        paths.append(s.path)
+    return paths, out
 
 
 def make_corpora(tmp: str, long_copies: int) -> dict[str, dict]:
     """Both corpora: the prepare input, and the bytes concatenated (halves too) for zstd."""
-    files = stdlib_bytes()
+    paths, files = stdlib_files()
     data = b"".join(files)
     long_dir = os.path.join(tmp, "long-docs")
     os.makedirs(long_dir)
@@ -135,11 +138,12 @@ def make_corpora(tmp: str, long_copies: int) -> dict[str, dict]:
             with open(os.path.join(long_dir, f"copy{c}-{i >> 20:05d}.txt"), "wb") as f:
                 f.write(data[i : i + (1 << 20)])
     corpora = {
-        "pystdlib": {"inputs": "pystdlib", "data": data, "docs": len(files)},
+        "pystdlib": {"inputs": "pystdlib", "data": data, "docs": len(files), "files": paths},
         "long": {
             "inputs": long_dir,
             "data": data * long_copies,
             "docs": len(os.listdir(long_dir)),
+            "files": sorted(os.path.join(long_dir, n) for n in os.listdir(long_dir)),
         },
     }
     for name, c in corpora.items():
@@ -150,6 +154,9 @@ def make_corpora(tmp: str, long_copies: int) -> dict[str, dict]:
         for path, part in zip(c["cat"] + c["halves"], [d, d[: len(d) // 2], d[len(d) // 2 :]]):
             with open(path, "wb") as f:
                 f.write(part)
+        c["list"] = os.path.join(tmp, f"{name}.files")
+        with open(c["list"], "w") as f:
+            f.write("\n".join(c.pop("files")) + "\n")
     return corpora
 
 
@@ -161,6 +168,17 @@ def zstd_cli(paths: list[str]) -> tuple[float, float]:
     ]
     if any(p.wait() != 0 for p in procs):
         raise RuntimeError("zstd failed")
+    return time.perf_counter() - t, _cpu_s(resource.RUSAGE_CHILDREN) - c0
+
+
+def tar_zstd(file_list: str, out: str) -> tuple[float, float]:
+    """Wall and CPU seconds of `tar -c -T LIST | zstd -3 -T1`: the files walked and read one by
+    one, as prepare must, not one pre-concatenated file."""
+    c0, t = _cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(
+        f"tar -cf - -T {file_list} 2>/dev/null | zstd -3 -q -f -T1 -o {out}",
+        shell=True, check=True,
+    )  # fmt: skip
     return time.perf_counter() - t, _cpu_s(resource.RUSAGE_CHILDREN) - c0
 
 
@@ -213,6 +231,8 @@ def main() -> None:
                 for w, paths in ((1, c["cat"]), (2, c["halves"])):
                     wall, cpu = zstd_cli(paths)
                     keep((cname, "zstd", w), {"prepare_s": wall, "cpu_s": cpu, "bytes": c["bytes"]})
+                wall, cpu = tar_zstd(c["list"], os.path.join(tmp, "tar.zst"))
+                keep((cname, "tar", 1), {"prepare_s": wall, "cpu_s": cpu, "bytes": c["bytes"]})
         train = os.path.join(tmp, "pystdlib-after-w1", "train")
         for _ in range(args.repeat):
             for name, path in variants.items():
@@ -238,6 +258,14 @@ def main() -> None:
                 f"| `zstd -3 -T1`, {w} process(es) at once{' on halves' if w == 2 else ''} "
                 f"| {z['prepare_s']:.2f} s | {z['cpu_s']:.2f} s | {z_mbs:.1f} MB/s | 1.00x | 1.00x |"
             )
+        t = best[(cname, "tar", 1)]
+        z = best[(cname, "zstd", 1)]
+        rows.append(
+            f"| `tar -c -T files \\| zstd -3 -T1` (walks and reads the same files) "
+            f"| {t['prepare_s']:.2f} s | {t['cpu_s']:.2f} s "
+            f"| {t['bytes'] / t['prepare_s'] / 1e6:.1f} MB/s "
+            f"| {z['prepare_s'] / t['prepare_s']:.2f}x | {z['cpu_s'] / t['cpu_s']:.2f}x |"
+        )
         sections += [
             f"### Corpus `{cname}`: {c['docs']} documents, {c['bytes'] / 1e6:.1f} MB",
             "",

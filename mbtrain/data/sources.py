@@ -109,15 +109,32 @@ def _walk(
     relpath/realpath per file (they dominated the walk of a large tree).
     """
 
-    def rec(d: str, rel: str, real_d: str, ancestors: frozenset[str]) -> Iterator:
+    def listing(d: str) -> list | None:
         try:
             with os.scandir(d) as it:
-                entries = sorted((e.name, e) for e in it if not e.name.startswith("."))
+                return sorted((e.name, e) for e in it if not e.name.startswith("."))
         except OSError as e:
             report(d, f"unreadable directory ({e.strerror or e})")
-            return
-        d_ = d if d.endswith(os.sep) else d + os.sep  # joined by hand: join() per file shows
-        real_ = real_d if real_d.endswith(os.sep) else real_d + os.sep
+            return None
+
+    # Depth first, entries by name, with an explicit stack: nested generators cost a frame
+    # switch per file and level. Paths are joined by hand (os.path.join per file shows).
+    sep = os.sep
+    real_root = os.path.realpath(root)
+    top = listing(root)
+    if top is None:
+        return
+    stack = [
+        (
+            iter(top),
+            root if root.endswith(sep) else root + sep,
+            "",
+            real_root if real_root.endswith(sep) else real_root + sep,
+            frozenset({real_root}),
+        )
+    ]
+    while stack:
+        entries, d_, rel, real_, ancestors = stack[-1]
         for name, e in entries:
             p = d_ + name
             try:
@@ -127,19 +144,21 @@ def _walk(
                 report(p, _os_reason(err))
                 continue
             real = os.path.realpath(p) if link else real_ + name
-            if is_dir:
-                if real in ancestors:
-                    report(p, f"symlink loop (points back to {real})")
-                    continue
-                r = rel + name
-                if prune is not None and prune(r):
-                    continue
-                yield from rec(p, r + "/", real, ancestors | {real})
-            else:
+            if not is_dir:
                 yield p, rel + name, real
-
-    real_root = os.path.realpath(root)
-    yield from rec(root, "", real_root, frozenset({real_root}))
+                continue
+            if real in ancestors:
+                report(p, f"symlink loop (points back to {real})")
+                continue
+            r = rel + name
+            if prune is not None and prune(r):
+                continue
+            sub = listing(p)
+            if sub is not None:
+                stack.append((iter(sub), p + sep, r + "/", real + sep, ancestors | {real}))
+                break  # descend now; this directory's iterator resumes afterwards
+        else:
+            stack.pop()
 
 
 def _pruner(exclude: list[str]) -> Callable[[str], bool] | None:
