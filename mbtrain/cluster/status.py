@@ -89,7 +89,10 @@ def latest_checkpoint(run_dir: str | Path) -> str | None:
     """The checkpoint a restart would resume from (the newest complete one), or None."""
     from mbtrain.checkpoint.layout import latest_complete
 
-    return latest_complete(Path(run_dir) / "checkpoints")
+    try:
+        return latest_complete(Path(run_dir) / "checkpoints")
+    except OSError:  # unreadable, or pruned while we look: status must still answer
+        return None
 
 
 def _last_event(run_dir: Path, job_id: str | None) -> dict | None:

@@ -86,15 +86,10 @@ class PrepareConfig:
             errs.append(
                 f"prepare.size_limit: must be in [seq_len ({self.seq_len}), 2**32), got {self.size_limit}"
             )
-        if self.compression and self.compression.split(":")[0] not in (
-            "zstd",
-            "gz",
-            "br",
-            "snappy",
-            "bz2",
-        ):
+        if self.compression and not _valid_compression(self.compression):
             errs.append(
-                f"prepare.compression: zstd, zstd:<level>, gz, br, bz2, snappy or '', got {self.compression!r}"
+                f"prepare.compression: one streaming reads: zstd[:1-22], gz[:0-9], br[:0-11], "
+                f"bz2[:1-9], snappy, or '' for none; got {self.compression!r}"
             )
         if list(self.hashes) != sorted(set(self.hashes)):
             errs.append(f"prepare.hashes: must be unique and sorted, got {self.hashes}")
@@ -152,3 +147,18 @@ class DataConfig:
         if self.prefetch_factor < 1:
             errs.append(f"data.prefetch_factor: must be >= 1, got {self.prefetch_factor}")
         return errs
+
+
+_LEVELS = {"zstd": range(1, 23), "gz": range(0, 10), "br": range(0, 12), "bz2": range(1, 10)}
+"""Levels streaming's `is_compression` accepts (checked against mosaicml-streaming 0.13)."""
+
+
+def _valid_compression(spec: str) -> bool:
+    name, sep, level = spec.partition(":")
+    if name == "snappy":
+        return not sep
+    if name not in _LEVELS:
+        return False
+    if not sep:
+        return True
+    return level.isdigit() and int(level) in _LEVELS[name]

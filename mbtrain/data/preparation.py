@@ -168,8 +168,10 @@ def run_part(
     utf8 = make_utf8(cfg.utf8_errors, report)
     splitter = Splitter(cfg.val_fraction, cfg.val_docs, cfg.seed)
     stage = cfg.local_dir or None
-    writers = {sp: PartWriter(cfg.out, sp, name, cfg, stage) for sp in SPLITS}
+    writers: dict[str, PartWriter] = {}
     try:
+        for sp in SPLITS:  # one by one: a failing second writer must not leak the first's thread
+            writers[sp] = PartWriter(cfg.out, sp, name, cfg, stage)
         windowers = {sp: Windower(cfg.seq_len, cfg.pack, writers[sp].write) for sp in SPLITS}
         bar = _progress(cfg, sum(s.size for s in sources), name, position)
         for src, docs in documents_by_source(sources, cfg.text_field, utf8, report):

@@ -10,8 +10,9 @@ Two writers of the same bytes:
   window straight from `(data, pieces)` into an MDS row, with no per-sample dict or numpy
   arrays, and without importing `streaming` at all (its package import pulls in torch and
   transformers: seconds per process, more than preparing a 30 MB corpus takes). Its raw
-  shards are byte-identical to `MDSWriter`'s, compressed shards decode to them
-  (tests/data/test_writer.py).
+  shards are byte-identical to `MDSWriter`'s; compressed shards are single zstd frames that
+  decode to them (byte-identical too unless python-zstd compresses multi-threaded, which it
+  does for large inputs) (tests/data/test_writer.py).
 * streaming's `MDSWriter` for remote outputs (it uploads shards as it goes) and for
   compressions/hashes the fast writer does not implement.
 """
@@ -142,10 +143,6 @@ def fast_supported(compression: str | None, hashes) -> bool:
     return all(_hasher(h) is not None for h in hashes)
 
 
-GROUP_SIZE = 4 << 20
-"""Bytes of rows compressed as one zstd frame (see `FastMDSWriter`)."""
-
-
 def preload(cfg) -> None:
     """Import what writing `cfg`'s parts needs, once, before forking workers (streaming's
     import takes seconds; every forked worker would pay it again)."""
@@ -160,34 +157,25 @@ class FastMDSWriter:
     `size_limit` (counting the shard header and 4 bytes of offset per row), so the raw
     (uncompressed) shards are byte-identical to `MDSWriter`'s.
 
-    Compression overlaps the caller's work: every `group_size` bytes of rows go to one
-    background thread that joins and compresses them (zstd, xxhash and file writes release
-    the GIL) while the caller reads and windows the next documents. A shard's header (its row
-    count and offsets) is known only at its end, so a large compressed shard is a sequence of
-    zstd frames, the header's first, then one per group; zstd decoders, python-zstd's included
-    (which streaming uses), decode concatenated frames as one stream. A shard smaller than one
-    group is compressed in one piece, exactly as `MDSWriter` does. One frame per 4 MiB costs
-    about 0.4% in compression ratio on source code (measured).
+    Finished shards are assembled, compressed, hashed and written by one background thread
+    (zstd, xxhash and file writes release the GIL) while the caller windows the next shard.
+    A compressed shard is one zstd frame: streaming reads shards with python-zstd's
+    `decompress`, which sizes its output from the frames' headers and fails on some sequences
+    of several frames, so a shard cannot be compressed piecewise as it grows (its header, the
+    row count and offsets, comes first and is known only at its end). With one shard per part
+    there is therefore nothing to overlap; with several, compression runs beside windowing.
 
-    At most `in_flight` groups wait for the thread, so memory stays bounded by the open shard
-    plus a few groups; shards are written and indexed in order. An error of the thread is raised
-    by the next `write` or by `finish`, never lost; the part directory is then left unpublished.
+    At most `in_flight` finished shards wait for the thread, so memory stays bounded; shards
+    are written and indexed in order. An error of the thread is raised by the next `write` or
+    by `finish`, never lost; the part directory is then left unpublished.
     """
 
-    def __init__(
-        self,
-        out: str,
-        compression: str | None,
-        hashes,
-        size_limit: int,
-        group_size: int | None = None,
-        in_flight: int = 2,
-    ):
+    def __init__(self, out: str, compression: str | None, hashes, size_limit: int, in_flight=1):
         self.out, self.compression = out, compression or None
         self.level = _zstd_level(self.compression)
         self.hashes = list(hashes)
         self.hash_fns = [(h, _hasher(h)) for h in self.hashes]
-        self.size_limit, self.group_size = size_limit, group_size or GROUP_SIZE
+        self.size_limit = size_limit
         self.config = {
             "version": 2,
             "format": "mds",
@@ -205,15 +193,12 @@ class FastMDSWriter:
         os.makedirs(out, exist_ok=True)
         self._queue: queue.Queue = queue.Queue(maxsize=in_flight)
         self._error: BaseException | None = None
-        self._groups: list[tuple[bytes, bytes]] = []  # (raw, compressed) of the open shard
         self._cctx = None
         self._thread = threading.Thread(target=self._work, name="mds-shards", daemon=True)
         self._thread.start()
 
     def _new_shard(self) -> None:
-        self.parts: list = []  # rows of the open group
-        self.group_bytes = 0
-        self.groups_sent = 0
+        self.parts: list = []  # the rows' buffers, in order
         self.row_sizes: list[int] = []
         self.shard_size = 8 + len(self.config_data)
 
@@ -223,21 +208,13 @@ class FastMDSWriter:
         if self.size_limit and self.size_limit < self.shard_size + size + 4:
             self._flush()
         self.parts += parts
-        self.group_bytes += size
         self.row_sizes.append(size)
         self.shard_size += size + 4
-        if self.group_bytes >= self.group_size:
-            self._send(("group", self.parts))
-            self.groups_sent += 1
-            self.parts, self.group_bytes = [], 0
-
-    def _send(self, item) -> None:
-        self._raise()
-        self._queue.put(item)
 
     def _flush(self) -> None:
         # Like MDSWriter, also when empty: a first row above the limit gives an empty shard.
-        self._send(("end", self.shard_count, self.parts, self.row_sizes, self.groups_sent))
+        self._raise()
+        self._queue.put((self.shard_count, self.parts, self.row_sizes))
         self.shard_count += 1
         self._new_shard()
 
@@ -254,63 +231,45 @@ class FastMDSWriter:
             if self._error is not None:
                 continue  # drain: the caller raises the first error
             try:
-                if item[0] == "group":
-                    raw = b"".join(item[1])
-                    self._groups.append((raw, self._compress(raw)))
-                else:
-                    self.shards.append(self._write_shard(*item[1:]))
-                    self._groups = []
+                self.shards.append(self._write_shard(*item))
             except BaseException as e:  # surfaced on the caller's thread
                 self._error = e
 
     def _compress(self, raw: bytes) -> bytes:
-        if self.level is None:
-            return raw
         if self._cctx is None:  # made and used on the writer thread only (not thread-safe)
             import zstandard
 
-            # One context for every frame: python-zstd's `compress` makes a new one per call,
-            # measured 15% slower on 4 MiB groups. Same libzstd, same frames (content size,
-            # no checksum) as python-zstd's, hence as MDSWriter's.
+            # One context for every shard (a new one per call costs ~15% on small shards).
+            # One frame with its content size, no checksum: what python-zstd writes.
             self._cctx = zstandard.ZstdCompressor(level=self.level)
         return self._cctx.compress(raw)
 
-    def _write_shard(self, k: int, parts: list, row_sizes: list[int], n_groups: int) -> dict:
-        assert n_groups == len(self._groups)
+    def _write_shard(self, k: int, parts: list, row_sizes: list[int]) -> dict:
         n = len(row_sizes)
         start = 4 + 4 * (n + 1) + len(self.config_data)
         offsets = array("I", [start])
         for size in row_sizes:
             start += size
             offsets.append(start)
-        header = b"".join((struct.pack("=I", n), offsets.tobytes(), self.config_data))
-        if not self._groups:  # one piece: exactly MDSWriter's bytes
-            raws = [b"".join((header, *parts))]
-            zips = [self._compress(raws[0])]
-        else:
-            tail = b"".join(parts) if parts else b""
-            raws = [header] + [g[0] for g in self._groups] + ([tail] if tail else [])
-            zips = [self._compress(header)] + [g[1] for g in self._groups]
-            zips += [self._compress(tail)] if tail else []
+        raw = b"".join((struct.pack("=I", n), offsets.tobytes(), self.config_data, *parts))
+        del parts[:]  # let the documents behind the views go
         raw_name = f"shard.{k:05}.mds"
-        raw_info = self._info(raws, raw_name)
+        raw_info = self._info(raw, raw_name)
         zip_info = None
-        name, chunks = raw_name, raws
+        data, name = raw, raw_name
         if self.level is not None:
-            name, chunks = raw_name + ".zstd", zips
-            zip_info = self._info(zips, name)
+            data, name = self._compress(raw), raw_name + ".zstd"
+            zip_info = self._info(data, name)
         with open(os.path.join(self.out, name), "wb") as f:
-            f.writelines(chunks)
+            f.write(data)
         return {"samples": n, "raw_data": raw_info, "zip_data": zip_info, **self.config}
 
-    def _info(self, chunks: list[bytes], basename: str) -> dict:
-        hashes = {}
-        for h, fn in self.hash_fns:
-            state = fn()
-            for c in chunks:
-                state.update(c)
-            hashes[h] = state.hexdigest()
-        return {"basename": basename, "bytes": sum(map(len, chunks)), "hashes": hashes}
+    def _info(self, data: bytes, basename: str) -> dict:
+        return {
+            "basename": basename,
+            "bytes": len(data),
+            "hashes": {h: fn(data).hexdigest() for h, fn in self.hash_fns},
+        }
 
     def close(self) -> None:
         """Stop the background thread (after the work already handed to it)."""

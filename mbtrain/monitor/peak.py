@@ -6,6 +6,7 @@ the peak is measured: a large fp32 matmul with all of this process's threads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -78,14 +79,33 @@ def cached_matmul_flops(n: int, seconds: float, dtype) -> float:
     measured = measure_matmul_flops(n, seconds / 5 if cached else seconds, dtype)
     best = max(measured, cached or 0.0)
     if best != cached:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({**(cache if isinstance(cache, dict) else {}), key: best}))
-            os.replace(tmp, path)
-        except OSError:
-            pass
+        _remember(path, key, best)
     return best
+
+
+def _remember(path: Path, key: str, value: float) -> None:
+    """Merge one key into the cache file atomically (several ranks or hosts may share it)."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
+        try:  # re-read just before replacing: keep what others wrote meanwhile
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        if not isinstance(cache, dict):
+            cache = {}
+        cache[key] = max(value, cache.get(key, 0.0) if isinstance(cache.get(key), float) else 0.0)
+        with os.fdopen(fd, "w") as f:
+            json.dump(cache, f)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def device_peak_flops(device: str, precision: str) -> float:

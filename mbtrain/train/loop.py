@@ -100,6 +100,8 @@ class Trainer:
         module, self.mpu = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
         self.pipeline = self.layout.pipeline > 1
         self.optimizer = build_optimizer(module, cfg.optim)
+        if self.pipeline:
+            self.optimizer.guard = self._pipeline_guard
         # Parameter names saved with the optimizer state: resharding a ZeRO-0 checkpoint
         # matches Adam moments to parameters by name (mbtrain.parallel.reshard).
         name_param_groups(self.optimizer, module)
@@ -279,26 +281,62 @@ class Trainer:
         return batches, count
 
     def _pipeline_train_step(self) -> dict[str, Any]:
-        """One optimizer step through `train_batch`, which owns the micro-batch schedule."""
+        """One optimizer step through `train_batch`, which owns the micro-batch schedule.
+
+        The loss reaches the loop only after the update, so the non-finite policy is applied
+        inside the update: `_pipeline_guard` checks the gradients (a non-finite loss makes them
+        non-finite) and skips or stops before the weights change. DeepSpeed's ZeRO optimizer
+        may also skip on its own (invalid gradient norm, fp32): the same policy then applies.
+        """
         accum = self.cfg.train.grad_accum
         batches, count = self._pipeline_batches(accum)
+        skipped_before = self.engine.skipped_steps
+        self._guard_decision = None  # taken by the first step() call of this engine step
         # Mean loss over the micro-batches and the data-parallel replicas, on every stage.
         loss = float(self.engine.train_batch(iter(batches)).float().item())
-        if not math.isfinite(loss):
-            # train_batch has already applied the update: no skipping is possible here.
-            raise MbtrainError(
-                f"non-finite loss at step {self.state.step + 1} with parallel.pipeline="
-                f"{self.layout.pipeline}: DeepSpeed's pipeline engine updates inside train_batch, "
-                "so the update could not be skipped; resume from the last complete checkpoint"
+        guarded = bool(self._guard_decision)
+        skipped = guarded or self.engine.skipped_steps > skipped_before
+        if skipped and not guarded:
+            self._on_nonfinite("gradients (DeepSpeed skipped the update)")
+        elif not skipped and not math.isfinite(loss):
+            msg = (
+                f"non-finite loss at step {self.state.step + 1} with finite gradients: the "
+                "update was applied"
             )
+            if self.cfg.train.on_nonfinite == "stop":
+                raise MbtrainError(msg + " (train.on_nonfinite=stop)")
+            if self.rank == 0:
+                print(f"[mbtrain] {msg}", flush=True)
         total_loss, total_count = self._all_reduce([loss * accum, count])
         reported = self.engine.get_global_grad_norm()
         return {
             "loss": total_loss / (accum * self.env.world_size),
             "bytes": total_count / (self.layout.tensor * self.layout.pipeline),
-            "grad_norm": None if reported is None else float(reported),
-            "skipped": False,
+            "grad_norm": None if reported is None or skipped else float(reported),
+            "skipped": skipped,
         }
+
+    def _pipeline_guard(self, optimizer) -> bool:
+        """Called by the optimizer inside `train_batch`, before the update, on every rank.
+
+        Decided once per engine step, at the first call: ZeRO calls `step()` per parameter
+        group (showing one group at a time), and every group must follow the same decision.
+        A non-finite loss makes every gradient non-finite, so the first group tells.
+        """
+        if self._guard_decision is not None:
+            return self._guard_decision
+        flags = [
+            torch.isfinite(p.grad).all()
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        local_bad = 0.0 if not flags or bool(torch.stack(flags).all()) else 1.0
+        bad = self._all_reduce([local_bad])[0] > 0  # every stage must take the same decision
+        self._guard_decision = bad
+        if bad:
+            self._on_nonfinite("gradients")  # raises under `stop`: the weights stay as they are
+        return bad
 
     def _pipeline_eval_loss(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """This replica's loss on one micro-batch, from the last stage to every stage.
@@ -337,10 +375,17 @@ class Trainer:
                 # Every rank must agree before the update: one rank's NaN poisons all.
                 bad = self._all_reduce([nonfinite])[0]
                 if bad:
-                    self._on_nonfinite()
+                    self._on_nonfinite("loss")
+                    self.optimizer.skip_next_step = True
                 else:
                     grad_norm = self._grad_norm_before_step()
+            skipped_before = engine.skipped_steps
             engine.step()
+        # The skip holds for every parameter group of this step (ZeRO calls our step() per
+        # group) and must not outlive it: ZeRO may also skip by itself (invalid gradient
+        # norm) without calling ours, and a left-over flag would drop the next, good update.
+        self.optimizer.skip_next_step = False
+        ds_skipped = engine.skipped_steps > skipped_before
         total_loss, total_count, total_bad = self._all_reduce([loss_sum, count, nonfinite])
         mp = self.layout.tensor * self.layout.pipeline
         reported = engine.get_global_grad_norm()
@@ -352,10 +397,11 @@ class Trainer:
             "loss": loss_mean,
             "bytes": total_count / mp,
             "grad_norm": grad_norm,
-            "skipped": bool(total_bad),
+            "skipped": bool(total_bad) or ds_skipped,
         }
 
-    def _on_nonfinite(self) -> None:
+    def _on_nonfinite(self, what: str) -> None:
+        """Count a non-finite step; raise under the `stop` policy or past the skip budget."""
         step = self.state.step + 1
         self.state.nonfinite_skips += 1
         if self.cfg.train.on_nonfinite == "stop" or (
@@ -364,12 +410,11 @@ class Trainer:
             latest = self.ckpt.latest()
             where = f"; the last complete checkpoint is {latest}" if latest else ""
             raise MbtrainError(
-                f"non-finite loss at step {step}: stopping before the update reaches the weights"
-                f"{where} (train.on_nonfinite={self.cfg.train.on_nonfinite})"
+                f"non-finite {what} at step {step}: stopping before the update reaches the "
+                f"weights{where} (train.on_nonfinite={self.cfg.train.on_nonfinite})"
             )
-        self.optimizer.skip_next_step = True
         if self.rank == 0:
-            print(f"[mbtrain] step {step}: non-finite loss, update skipped", flush=True)
+            print(f"[mbtrain] step {step}: non-finite {what}, update skipped", flush=True)
 
     # ---------------------------------------------------------------- eval
     @torch.no_grad()

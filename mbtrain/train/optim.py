@@ -17,14 +17,27 @@ from mbtrain.train.config import OptimConfig
 
 
 class SkippableAdamW(torch.optim.AdamW):
-    """AdamW whose next `step()` can be turned into a no-op (non-finite loss policy: skip)."""
+    """AdamW whose step can be turned into a no-op (the non-finite policy `skip`).
+
+    DeepSpeed's ZeRO optimizers call `step()` once per parameter group, so a skip is a state
+    of the whole engine step, not of one call: `skip_next_step` is set by the loop before
+    `engine.step()` and cleared by it afterwards (ZeRO may also skip on its own and never call
+    this at all). `guard`: for pipelines, where `train_batch` runs forward, backward and update
+    in one call, a function called by every `step()` that returns True to skip; it must give
+    the same answer on every rank and for every group of one engine step. `overflow` (read by
+    DeepSpeed's engine, as for its own fp16 optimizer) makes a skipped step count as skipped
+    there too: no scheduler step.
+    """
 
     skip_next_step: bool = False
+    guard = None
+    overflow: bool = False
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        if self.skip_next_step:
-            self.skip_next_step = False
+        skip = self.skip_next_step or (self.guard is not None and self.guard(self))
+        self.overflow = skip
+        if skip:
             return None
         return super().step(closure)
 

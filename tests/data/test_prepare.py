@@ -31,27 +31,6 @@ def test_every_document_reconstructed_exactly(corpus, docs_of, ids_of, tmp_path,
     assert check_split(str(tmp_path / "ds" / "train"), 64)["pack"] is pack
 
 
-def test_multi_frame_shards_reconstruct_and_load(corpus, docs_of, tmp_path, monkeypatch):
-    """Shards compressed as several zstd frames (large shards) read back exactly, hashes valid."""
-    from streaming import StreamingDataset
-
-    import mbtrain.data.writer as writer
-
-    root, expected = corpus
-    monkeypatch.setattr(writer, "GROUP_SIZE", 500)
-    prepare(cfg([root], tmp_path / "ds", size_limit=1 << 20, val_fraction=0.0))
-    index = json.loads((tmp_path / "ds" / "train" / "index.json").read_text())
-    shard = index["shards"][0]
-    assert shard["raw_data"]["bytes"] > 2000  # several groups, hence frames
-    assert docs_of(str(tmp_path / "ds")) == expected
-    ds = StreamingDataset(
-        local=str(tmp_path / "ds" / "train"), shuffle=False, batch_size=1, validate_hash="xxh64"
-    )
-    assert sum(len(ds.get_item(i)["data"]) for i in range(ds.num_samples)) == sum(
-        map(len, expected.values())
-    )
-
-
 def test_read_file_reads_to_the_end_whatever_the_size_hint(tmp_path):
     from mbtrain.data.sources import _read_file
 
@@ -163,3 +142,18 @@ def test_cli_entry_point_with_corpus_yaml(corpus, docs_of, ids_of, tmp_path):
         k: v for k, v in expected.items() if k.startswith("c.jsonl")
     }
     assert check_split(str(tmp_path / "o" / "train"), 32)["pack"] is False
+
+
+def test_config_refuses_compressions_streaming_cannot_read(tmp_path):
+    """A level streaming refuses would be written into index.json and fail every reader."""
+    from mbtrain.data import PrepareConfig
+
+    def errors(compression):
+        c = PrepareConfig(inputs=["x"], out=str(tmp_path), compression=compression)
+        return [e for e in c.validate() if e.startswith("prepare.compression")]
+
+    for good in ("zstd", "zstd:1", "zstd:22", "gz:0", "br:11", "bz2", "snappy", ""):
+        assert errors(good) == [], good
+    for bad in ("zstd:0", "zstd:23", "zstd:-1", "zstd:abc", "gz:10", "snappy:1", "lz4"):
+        (msg,) = errors(bad)
+        assert repr(bad) in msg and "zstd[:1-22]" in msg, bad

@@ -51,6 +51,24 @@ def test_pipeline_matches_single_process(launch):
 
 
 @pytest.mark.dist
+def test_nonfinite_step_is_skipped_or_stops_before_the_update(launch):
+    """PP=2 ZeRO-0: mbtrain's gradient guard inside train_batch skips; PP=2 ZeRO-1 (fp32):
+    DeepSpeed skips by itself and the loop must notice; DP=2 ZeRO-1: the loss-based skip, and
+    the skip must not leak into the next, good step. The NaN step never changes a weight."""
+    import math
+
+    res = launch("nonfinite", 2, cases=[[2, 0], [2, 1], [1, 1]])
+    for key, r in res.items():
+        assert r["skipped"] == [False, True, False], (key, r)
+        assert r["skip_diff"] == 0.0, (key, r)  # the skipped update changed nothing
+        assert math.isfinite(r["good_loss"]) and r["good_moved"] > 0, (key, r)
+        what = "gradients" if key.startswith("pp2") else "loss"
+        assert f"non-finite {what}" in (r["stop_error"] or ""), (key, r)
+        assert "stopping before the update" in r["stop_error"], (key, r)
+        assert r["stop_diff"] == 0.0, (key, r)
+
+
+@pytest.mark.dist
 def test_resume_with_another_layout(launch):
     """Save at TP=1, resume at TP=2 / PP=2 / DP=2; save there, resume at 1: next losses match.
 

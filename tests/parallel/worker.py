@@ -334,6 +334,57 @@ def scenario_pp(out: Path, args: dict) -> dict:
     return res
 
 
+def scenario_nonfinite(out: Path, args: dict) -> dict:
+    """A step whose loss is NaN (injected into the loss) is skipped with the weights untouched
+    and the next step applies; under `stop` the run stops before the update. Cases are
+    `[pipeline, zero]`: with a pipeline the loss reaches the loop only after `train_batch`."""
+    from mbtrain.errors import MbtrainError
+
+    res = {}
+    for pipeline, zero in args["cases"]:
+        cfg = make_cfg(out / f"nf_p{pipeline}_z{zero}", pipeline=pipeline, zero=zero, accum=2)
+        cfg.train.on_nonfinite, cfg.train.max_nonfinite_skips = "skip", 5
+        tr = build_trainer(cfg, rank_batches(cfg, 0, 0, 0))
+        feed(tr, rank_batches(cfg, tr.dp_rank, 0, 6))
+        owner = tr.engine.module.loss_fn.head if pipeline > 1 else tr.engine.module.model
+        real = owner.loss
+
+        def poisoned(*a, real=real):
+            return real(*a) * float("nan")
+
+        first = tr.train_step()
+        before = full_state(tr)
+        owner.loss = poisoned
+        bad = tr.train_step()
+        owner.loss = real
+        after_skip = full_state(tr)
+        good = tr.train_step()
+        after_good = full_state(tr)
+        tr.cfg.train.on_nonfinite = "stop"
+        owner.loss = poisoned
+        try:
+            tr.train_step()
+            stop_error = None
+        except MbtrainError as e:
+            stop_error = str(e)
+        owner.loss = real
+        after_stop = full_state(tr)
+        res[f"pp{pipeline}_zero{zero}"] = {
+            "skipped": [first["skipped"], bad["skipped"], good["skipped"]],
+            "good_loss": good["loss"],
+            "skip_diff": max_diff(after_skip, before)[0],
+            # Every parameter must move in the good step: a skip leaking into it (e.g. into
+            # one of ZeRO's per-group optimizer calls) would freeze some of them.
+            "good_moved": min(
+                float((after_good[k] - after_skip[k]).abs().max()) for k in after_good
+            ),
+            "stop_error": stop_error,
+            "stop_diff": max_diff(after_stop, after_good)[0],
+        }
+        destroy(tr)
+    return res
+
+
 def _train_and_save(cfg, steps_before: int, emulate_dp: bool = False) -> dict:
     """Train steps_before steps, save, then compute the next steps' losses in this layout."""
     from mbtrain.checkpoint.consolidate import checkpoint_state_dict
@@ -435,6 +486,7 @@ def scenario_save_resume(out: Path, args: dict) -> dict:
 SCENARIOS = {
     "tp": scenario_tp,
     "pp": scenario_pp,
+    "nonfinite": scenario_nonfinite,
     "save": scenario_save,
     "resume": scenario_resume,
     "save_resume": scenario_save_resume,

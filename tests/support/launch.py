@@ -55,16 +55,16 @@ def launch(
     procs = []
     cmd = script or [sys.executable, "-m", "mbtrain.cli.main", "train"]
     for rank in range(world):
-        out = open(log_dir / f"rank{rank}.log", "ab")
-        procs.append(
-            subprocess.Popen(
-                [*cmd, *args],
-                env=rank_env(rank, world, port, extra_env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
+        with open(log_dir / f"rank{rank}.log", "ab") as out:  # the child keeps its own copy
+            procs.append(
+                subprocess.Popen(
+                    [*cmd, *args],
+                    env=rank_env(rank, world, port, extra_env),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                )
             )
-        )
     return procs
 
 
