@@ -520,6 +520,15 @@ def targets(results: dict) -> list[str]:
         out.append(f"- training-loop MFU >= 0.5 of the measured fp32 matmul peak (25M recipe, "
                    f"T=8,192): **{v['mfu_vs_measured_peak']:.2f}** — "
                    + ("met" if v["mfu_vs_measured_peak"] >= 0.5 else "NOT met"))  # fmt: skip
+    d = results.get("data")
+    if d:
+        parts = [
+            f"{name} **{c['prepare_mb_s'] / c['zstd_mb_s']:.2f}x**"
+            + (" — met" if c["prepare_mb_s"] / c["zstd_mb_s"] >= 0.7 else " — NOT met")
+            for name, c in d["corpora"].items()
+        ]
+        out.append("- prepare >= 0.7x of `zstd -3 -T1` per worker (1 worker): " + "; ".join(parts)
+                   + " (2 workers and the reasons: results_data.md, NOTES.md)")  # fmt: skip
     out.append("- GPU targets (bf16 MFU >= 45% for paper_text, 1M-byte context with >= 100M "
                "params on one H200): see benchmarks/gpu.sh / results_gpu.md")  # fmt: skip
     return out
