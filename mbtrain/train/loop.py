@@ -162,6 +162,7 @@ class Trainer:
         if tag is None:
             return
         client, rank_state = self._load_checkpoint(root, tag)
+        self._apply_schedule()
         self.state = TrainState.from_dict(client.get("mbtrain", {}))
         if rank_state is not None:
             load_rng_state(rank_state["rng"])
@@ -170,6 +171,19 @@ class Trainer:
         self.resumed_from = root / tag
         if self.rank == 0:
             print(f"[mbtrain] resumed from {root / tag} at step {self.state.step}", flush=True)
+
+    def _apply_schedule(self) -> None:
+        """This config's schedule (steps, warmup, decay, peak lr) over the restored step count:
+        a resumed run follows what its config says now, e.g. a longer `train.steps`."""
+        from mbtrain.train.optim import apply_schedule
+
+        sched = self.engine.lr_scheduler
+        if sched is None:
+            return
+        for old, new in apply_schedule(sched, self.cfg.optim):
+            if self.rank == 0:
+                print(f"[mbtrain] resume: peak lr {old:g} -> {new:g} (optim.lr)", flush=True)
+                break
 
     def _load_checkpoint(self, root: Path, tag: str) -> tuple[dict, dict | None]:
         """Load a checkpoint of this layout, or reshard one saved with another layout."""
@@ -387,6 +401,8 @@ class Trainer:
         self.optimizer.skip_next_step = False
         ds_skipped = engine.skipped_steps > skipped_before
         total_loss, total_count, total_bad = self._all_reduce([loss_sum, count, nonfinite])
+        if ds_skipped and not total_bad:  # finite loss, invalid gradients: same policy
+            self._on_nonfinite("gradients (DeepSpeed skipped the update)")
         mp = self.layout.tensor * self.layout.pipeline
         reported = engine.get_global_grad_norm()
         if reported is not None:
@@ -539,38 +555,39 @@ class Trainer:
             self.watchdog.beat(step)
             if bar is not None:
                 bar.update(1)
-            if out["skipped"]:
-                continue
-            self.state.nonfinite_skips = 0
-            self.state.bytes_seen += int(out["bytes"])
-            last_loss = out["loss"]
-            step_times.append(time.perf_counter() - t0)
-            # Throughput counts training steps only, not evaluation or checkpoint time.
-            window_time += step_times[-1]
-            window_bytes += out["bytes"]
-            if step % tr.log_every == 0 or step == tr.steps:
-                now = time.perf_counter()
-                bps = window_bytes / max(window_time, 1e-9)
-                row = {
-                    "step": step,
-                    "loss": out["loss"],
-                    "bpb": out["loss"] / LN2,
-                    "lr": float(self.engine.get_lr()[0]),
-                    "grad_norm": out["grad_norm"],
-                    "bytes_per_s": bps,
-                    "bytes_seen": self.state.bytes_seen,
-                    "mfu": (bps * self.flops_per_byte / self.total_peak)
-                    if self.total_peak
-                    else None,
-                    "mem_bytes": peak_memory_bytes(self.env.device),
-                    "elapsed_s": elapsed_before + now - t_start,
-                    "eta_s": (tr.steps - step) * sum(step_times) / len(step_times),
-                }
-                if self.rank == 0:
-                    self.metrics.write(row)
-                    self.wandb.log(row, step)
-                    say(format_train_line(row, tr.steps))
-                window_time, window_bytes = 0.0, 0.0
+            # A skipped step is not logged or counted, but evaluation, checkpoints and stop
+            # requests still happen: a preempted run must not die without its checkpoint.
+            if not out["skipped"]:
+                self.state.nonfinite_skips = 0
+                self.state.bytes_seen += int(out["bytes"])
+                last_loss = out["loss"]
+                step_times.append(time.perf_counter() - t0)
+                # Throughput counts training steps only, not evaluation or checkpoint time.
+                window_time += step_times[-1]
+                window_bytes += out["bytes"]
+                if step % tr.log_every == 0 or step == tr.steps:
+                    now = time.perf_counter()
+                    bps = window_bytes / max(window_time, 1e-9)
+                    row = {
+                        "step": step,
+                        "loss": out["loss"],
+                        "bpb": out["loss"] / LN2,
+                        "lr": float(self.engine.get_lr()[0]),
+                        "grad_norm": out["grad_norm"],
+                        "bytes_per_s": bps,
+                        "bytes_seen": self.state.bytes_seen,
+                        "mfu": (bps * self.flops_per_byte / self.total_peak)
+                        if self.total_peak
+                        else None,
+                        "mem_bytes": peak_memory_bytes(self.env.device),
+                        "elapsed_s": elapsed_before + now - t_start,
+                        "eta_s": (tr.steps - step) * sum(step_times) / len(step_times),
+                    }
+                    if self.rank == 0:
+                        self.metrics.write(row)
+                        self.wandb.log(row, step)
+                        say(format_train_line(row, tr.steps))
+                    window_time, window_bytes = 0.0, 0.0
             if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
                 val_bpb = self._eval_and_log(step)
             self.state.elapsed_s = elapsed_before + time.perf_counter() - t_start

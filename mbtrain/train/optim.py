@@ -24,9 +24,11 @@ class SkippableAdamW(torch.optim.AdamW):
     `engine.step()` and cleared by it afterwards (ZeRO may also skip on its own and never call
     this at all). `guard`: for pipelines, where `train_batch` runs forward, backward and update
     in one call, a function called by every `step()` that returns True to skip; it must give
-    the same answer on every rank and for every group of one engine step. `overflow` (read by
-    DeepSpeed's engine, as for its own fp16 optimizer) makes a skipped step count as skipped
-    there too: no scheduler step.
+    the same answer on every rank and for every group of one engine step. `overflow` is read
+    by DeepSpeed's engine when this is its optimizer (fp32 without ZeRO): the skip then counts
+    as skipped there too, with no scheduler step. Under DeepSpeed's wrappers (ZeRO, bf16) the
+    wrapper's own `overflow` is read instead, so a skip decided here still steps the schedule;
+    DeepSpeed's own invalid-gradient skips (the usual case) do not.
     """
 
     skip_next_step: bool = False
@@ -86,16 +88,32 @@ def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
     return floor + (1 - floor) * (1 - progress) ** cfg.power  # polynomial
 
 
-class ScheduleFn:
-    """Picklable lr lambda, so the scheduler's state saves with the checkpoint."""
-
-    def __init__(self, cfg: OptimConfig, total_steps: int):
-        self.cfg = cfg
-        self.total_steps = total_steps
-
-    def __call__(self, step: int) -> float:
-        return lr_factor(step, self.cfg, self.total_steps)
-
-
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, ScheduleFn(cfg, total_steps))
+    """LambdaLR over `lr_factor`. The lambda is a plain function on purpose: LambdaLR saves
+    (and on load restores over the new one) the attributes of callable *objects*, which
+    silently kept a resumed run on its old schedule (old total steps, warmup, decay)."""
+
+    def factor(step: int) -> float:
+        return lr_factor(step, cfg, total_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def apply_schedule(scheduler, cfg: OptimConfig) -> list[tuple[float, float]]:
+    """After a resume: the peak lr comes from this run's config, not from the checkpoint (its
+    `base_lrs` were restored with the scheduler's state); the step count stays. Sets every
+    group's current lr accordingly and returns the (old, new) peak lrs that differed."""
+    changed = []
+    for i, group in enumerate(scheduler.optimizer.param_groups):
+        old = scheduler.base_lrs[i]
+        if old != cfg.lr:
+            changed.append((old, cfg.lr))
+        scheduler.base_lrs[i] = cfg.lr
+        group["initial_lr"] = cfg.lr
+    step = max(scheduler.last_epoch, 0)
+    for group, base, fn in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * fn(step)
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+    return changed

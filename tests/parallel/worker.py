@@ -340,8 +340,19 @@ def scenario_nonfinite(out: Path, args: dict) -> dict:
     `[pipeline, zero]`: with a pipeline the loss reaches the loop only after `train_batch`."""
     from mbtrain.errors import MbtrainError
 
+    class NanGrad(torch.autograd.Function):
+        """Finite loss, non-finite gradients (what an overflow in backward looks like)."""
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("nan")
+
     res = {}
-    for pipeline, zero in args["cases"]:
+    for pipeline, zero, kind in args["cases"]:
         cfg = make_cfg(out / f"nf_p{pipeline}_z{zero}", pipeline=pipeline, zero=zero, accum=2)
         cfg.train.on_nonfinite, cfg.train.max_nonfinite_skips = "skip", 5
         tr = build_trainer(cfg, rank_batches(cfg, 0, 0, 0))
@@ -349,8 +360,9 @@ def scenario_nonfinite(out: Path, args: dict) -> dict:
         owner = tr.engine.module.loss_fn.head if pipeline > 1 else tr.engine.module.model
         real = owner.loss
 
-        def poisoned(*a, real=real):
-            return real(*a) * float("nan")
+        def poisoned(*a, real=real, kind=kind):
+            loss = real(*a)
+            return NanGrad.apply(loss) if kind == "grad" else loss * float("nan")
 
         first = tr.train_step()
         before = full_state(tr)
@@ -369,7 +381,7 @@ def scenario_nonfinite(out: Path, args: dict) -> dict:
             stop_error = str(e)
         owner.loss = real
         after_stop = full_state(tr)
-        res[f"pp{pipeline}_zero{zero}"] = {
+        res[f"pp{pipeline}_zero{zero}_{kind}"] = {
             "skipped": [first["skipped"], bad["skipped"], good["skipped"]],
             "good_loss": good["loss"],
             "skip_diff": max_diff(after_skip, before)[0],

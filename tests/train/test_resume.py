@@ -133,3 +133,27 @@ def test_nonfinite_loss_stops_with_the_step_named(tiny_args, tmp_path):
     log = read_logs(log_dir)
     assert log.count("non-finite loss, update skipped") == 2
     assert "non-finite loss at step" in log
+
+
+def test_resume_follows_the_schedule_of_the_new_config(tiny_args, tmp_path):
+    """Extending a run (`train.steps` 4 -> 8) and changing the peak lr on resume: the lr after
+    the restart is the new config's schedule at the restored step, not the checkpoint's."""
+    import math
+
+    from mbtrain.config import load_config
+    from mbtrain.train.optim import lr_factor
+
+    run_dir = tmp_path / "run"
+    common = [*tiny_args, f"run.dir={run_dir}", "optim.schedule=cosine", "optim.warmup_steps=0"]
+    run(1, [*common, "train.steps=4", "optim.lr=0.001"], tmp_path / "first")
+    second = [*common, "train.steps=8", "optim.lr=0.002"]
+    run(1, second, tmp_path / "second")
+    assert "peak lr 0.001 -> 0.002" in read_logs(tmp_path / "second")
+    lrs = {r["step"]: r["lr"] for r in read_metrics(run_dir / "metrics.jsonl") if "lr" in r}
+    assert sorted(lrs) == list(range(1, 9))
+    optim = load_config(second[0], second[1:]).optim
+    for step in range(5, 9):  # the lr logged after step s is the one set for step s + 1
+        want = 0.002 * lr_factor(step, optim, 8)
+        assert math.isclose(lrs[step], want, rel_tol=1e-9), (step, lrs[step], want)
+    # And what the old behaviour gave instead (the schedule of 4 steps ends at min_lr):
+    assert not math.isclose(lrs[5], 0.001 * lr_factor(5, optim, 4), rel_tol=1e-6)
