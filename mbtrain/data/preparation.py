@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 from mbtrain.data import storage
 from mbtrain.data.config import PrepareConfig
-from mbtrain.data.sources import EMPTY, SourceFile, documents_by_source, expand_inputs, make_utf8
+from mbtrain.data.sources import EMPTY, SourceFile, expand_inputs, make_utf8, read_documents
 from mbtrain.data.split import Splitter
 from mbtrain.data.windows import Windower
 from mbtrain.data.writer import PartWriter
@@ -174,10 +174,10 @@ def run_part(
             writers[sp] = PartWriter(cfg.out, sp, name, cfg, stage)
         windowers = {sp: Windower(cfg.seq_len, cfg.pack, writers[sp].write) for sp in SPLITS}
         bar = _progress(cfg, sum(s.size for s in sources), name, position)
-        for src, docs in documents_by_source(sources, cfg.text_field, utf8, report):
+        for src in sources:
             c = stats["sources"].setdefault(src.spec, {"files": 0, "documents": 0, "bytes": 0})
             c["files"] += 1
-            for doc_id, data in docs:
+            for doc_id, data in read_documents(src, cfg.text_field, utf8, report):
                 sp = splitter.split_of(doc_id, src.file_id)
                 windowers[sp].add(doc_id, data)
                 stats["documents"][sp] += 1

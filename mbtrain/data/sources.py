@@ -495,17 +495,14 @@ def _read_file(path: str, size_hint: int = 0) -> bytes | OSError:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _raw_document(src: SourceFile, data: bytes | OSError, report: Report):
+def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
+    data = _read_file(src.path, src.size)
     if isinstance(data, OSError):
         report(src.path, _os_reason(data))
     elif not data:
         report(src.path, EMPTY)
     else:
         yield src.file_id, data
-
-
-def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
-    yield from _raw_document(src, _read_file(src.path, src.size), report)
 
 
 def read_documents(
@@ -527,18 +524,6 @@ def read_documents(
         yield from read_table(src, field, utf8, report)
     else:
         yield from read_raw(src, report)
-
-
-def documents_by_source(
-    sources: list[SourceFile], field: str, utf8: _Utf8, report: Report
-) -> Iterator[tuple[SourceFile, Iterator[tuple[str, bytes]]]]:
-    """`(source, its documents)` for every source, in order.
-
-    Reads in line on purpose: a read-ahead thread was measured 25% *slower* on a corpus of
-    small page-cached files (per-file hand-off and GIL switches cost more than the reads).
-    """
-    for src in sources:
-        yield src, read_documents(src, field, utf8, report)
 
 
 def make_utf8(policy: str, report: Report) -> _Utf8:

@@ -103,11 +103,6 @@ class RowEncoder:
         return [head, *chunks, tail], len(head) + n + len(tail)
 
 
-def encode_window(chunks, pieces: list[tuple[str, int, int, int]]) -> tuple[list, int]:
-    """One row as `(parts, size)` (see `RowEncoder`)."""
-    return RowEncoder().encode(chunks, pieces)
-
-
 def _hasher(algo: str):
     """The function streaming's `get_hash(algo, ...)` uses, or None if not known here."""
     if algo.startswith("xxh"):

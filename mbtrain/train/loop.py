@@ -180,10 +180,10 @@ class Trainer:
         sched = self.engine.lr_scheduler
         if sched is None:
             return
-        for old, new in apply_schedule(sched, self.cfg.optim):
-            if self.rank == 0:
-                print(f"[mbtrain] resume: peak lr {old:g} -> {new:g} (optim.lr)", flush=True)
-                break
+        changed = apply_schedule(sched, self.cfg.optim)
+        if changed and self.rank == 0:
+            old, new = changed[0]
+            print(f"[mbtrain] resume: peak lr {old:g} -> {new:g} (optim.lr)", flush=True)
 
     def _load_checkpoint(self, root: Path, tag: str) -> tuple[dict, dict | None]:
         """Load a checkpoint of this layout, or reshard one saved with another layout."""
@@ -375,6 +375,7 @@ class Trainer:
         engine, accum = self.engine, self.cfg.train.grad_accum
         loss_sum = count = nonfinite = 0.0
         grad_norm = None
+        skipped_before = engine.skipped_steps  # moves only at the accumulation boundary
         for micro in range(accum):
             batch = self._next_batch()
             x = batch["x"].to(self.device, non_blocking=True)
@@ -393,7 +394,6 @@ class Trainer:
                     self.optimizer.skip_next_step = True
                 else:
                     grad_norm = self._grad_norm_before_step()
-            skipped_before = engine.skipped_steps
             engine.step()
         # The skip holds for every parameter group of this step (ZeRO calls our step() per
         # group) and must not outlive it: ZeRO may also skip by itself (invalid gradient

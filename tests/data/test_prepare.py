@@ -89,22 +89,21 @@ def test_interrupted_prepare_is_never_complete(corpus, docs_of, ids_of, tmp_path
     prepare(cfg([root], out))
     import mbtrain.data.preparation as prep
 
-    real = prep.documents_by_source
+    real = prep.read_documents
 
-    def dying(*a):
-        for src, docs in real(*a):
-            yield src, docs
-            raise KeyboardInterrupt  # killed after the first file
+    def dying(src, *a):
+        yield from real(src, *a)
+        raise KeyboardInterrupt  # killed mid-way through the first file
 
     # A re-run (e.g. after adding data) that dies must leave the dataset marked incomplete.
     (out / "parts" / "part-00000-of-00001.json").unlink()
-    monkeypatch.setattr(prep, "documents_by_source", dying)
+    monkeypatch.setattr(prep, "read_documents", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg([root], out))
     with pytest.raises(DataError, match="incomplete"):
         check_split(str(out / "train"), 64)
     assert not (out / "train" / "part-00000-of-00001").exists()  # only the .tmp dir
-    monkeypatch.setattr(prep, "documents_by_source", real)
+    monkeypatch.setattr(prep, "read_documents", real)
     assert prepare(cfg([root], out)).exit_code == 0
     assert docs_of(str(out)) == expected
 
