@@ -223,6 +223,17 @@ def apply_slurm_env(environ: MutableMapping[str, str] = os.environ) -> dict[str,
     return applied
 
 
+def _mark_ready(ready_dir: str | None) -> None:
+    """Leave this task's file in the batch script's `$step_ready` directory (if given)."""
+    if not ready_dir:
+        return
+    name = os.environ.get("SLURM_PROCID") or f"pid{os.getpid()}"
+    try:
+        os.close(os.open(os.path.join(ready_dir, name), os.O_CREAT | os.O_WRONLY, 0o644))
+    except OSError as e:  # the batch script then waits its 30 s and sends anyway
+        print(f"mbtrain.cluster.env: cannot mark the task ready: {e}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m mbtrain.cluster.env [--] CMD ARGS...`: apply the mapping, exec CMD."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -230,14 +241,16 @@ def main(argv: list[str] | None = None) -> None:
         args = args[1:]
     if not args:
         sys.exit("usage: python -m mbtrain.cluster.env [--] CMD [ARGS...]")
-    apply_slurm_env(os.environ)
     # SIGUSR1 ("checkpoint and exit 75") kills a process that has no handler for it. The
     # trainer installs one only after importing torch and DeepSpeed (seconds), and Slurm may
     # send its time-limit warning before that. An ignored signal stays ignored across exec, so
     # an early request is dropped instead of killing the rank; the batch script repeats it
     # until the step exits, and the trainer's handler catches a later one. TERM keeps its
-    # default: a cancel during start-up still ends the rank.
+    # default: a cancel during start-up still ends the rank. First thing, then the batch
+    # script is told (it sends nothing before every task is past this point).
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    _mark_ready(os.environ.get("MBTRAIN_STEP_READY"))
+    apply_slurm_env(os.environ)
     sys.stdout.flush()
     sys.stderr.flush()
     # exec keeps the PID that srun forwards signals (USR1, TERM) to.

@@ -113,11 +113,23 @@ def test_safe_job_name():
 
 @pytest.fixture
 def fake_slurm(tmp_path):
-    """PATH with `srun` (drops its options, execs the command) and `scontrol` (logs args)."""
+    """PATH with `srun` (drops its options, execs the command) and `scontrol` (logs args).
+
+    The task starts with USR1 at its default action, as slurmstepd starts real tasks (the
+    batch script starts srun with USR1 ignored), so a USR1 that reaches a task before
+    mbtrain.cluster.env ignores it kills the task, as on a cluster."""
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
     log = tmp_path / "scontrol.log"
-    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "srun").write_text(
+        f"#!{sys.executable}\n"
+        "import os, signal, sys\n"
+        "args = sys.argv[1:]\n"
+        "while args[0].startswith('--'):\n"
+        "    args.pop(0)\n"
+        "signal.signal(signal.SIGUSR1, signal.SIG_DFL)\n"
+        "os.execvp(args[0], args)\n"
+    )
     (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$*" >> {log}\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
@@ -290,3 +302,26 @@ def test_prepare_slurm_dry_run(tmp_path, monkeypatch):
     assert '--worker-index "$SLURM_ARRAY_TASK_ID" --worker-count 3' in array
     assert f"prepare --merge --out {tmp_path / 'out' / 'ds'}" in merge
     assert not corpus.exists()  # a dry run writes nothing
+
+
+def test_stop_request_at_launch_never_kills_the_step(tmp_path, fake_slurm):
+    """A stop request pending when the step is launched (Slurm's warning can come during
+    setup) is sent only once every task ignores USR1. Before, it went out at the launch and
+    found the forked subshell (before its `trap '' USR1`) or a task still starting Python with
+    USR1 at its default action: the step died with rc 138 instead of checkpointing. Here the
+    setup line signals the batch shell itself, so every run has a request at the launch; the
+    command, like a rank before the trainer's handler, ignores it and runs to its end."""
+    env, _ = fake_slurm
+    cfg = ClusterConfig(setup=["kill -s USR1 $$"])
+    command = [sys.executable, "-c", "import time; time.sleep(0.05)"]
+    codes = []
+    for i in range(10):
+        run_dir = tmp_path / f"run{i}"
+        path = _write_script(run_dir, cfg, command, "run")
+        log = run_dir / "batch.out"  # a file, not a pipe: the resender's sleep keeps a pipe open
+        with log.open("w") as out:
+            rc = subprocess.run(["bash", str(path)], env=env, stdout=out, stderr=out, timeout=60)
+        assert "forwarding to the job step" in log.read_text(), log.read_text()
+        codes.append(rc.returncode)
+        assert not list((run_dir / "slurm").glob(".ready-*"))  # removed after the step
+    assert codes == [0] * len(codes), codes
