@@ -11,8 +11,8 @@ Two writers of the same bytes:
   arrays, and without importing `streaming` at all (its package import pulls in torch and
   transformers: seconds per process, more than preparing a 30 MB corpus takes). Its raw
   shards are byte-identical to `MDSWriter`'s; compressed shards are single zstd frames that
-  decode to them (byte-identical too unless python-zstd compresses multi-threaded, which it
-  does for large inputs) (tests/data/test_writer.py).
+  decode to them (compressed as they fill, so not the bytes python-zstd would write) and the
+  index says the same but for the compressed files' sizes and hashes (tests/data/test_writer.py).
 * streaming's `MDSWriter` for remote outputs (it uploads shards as it goes) and for
   compressions/hashes the fast writer does not implement.
 """
@@ -145,6 +145,57 @@ def preload(cfg) -> None:
         import streaming  # noqa: F401
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_RAW_BLOCK = 1 << 17  # the largest block a zstd frame may hold (RFC 8878, Block_Maximum_Size)
+_MIN_WINDOW = (17 - 10) << 3  # Window_Descriptor of 128 KiB: room for raw blocks of that size
+
+
+def _zstd_frame_start(frame) -> tuple[int, int]:
+    """`(header length, Window_Descriptor)` of a zstd frame without dictionary or checksum
+    (RFC 8878, 3.1.1.1); the descriptor allows at least 128 KiB."""
+    if bytes(frame[:4]) != _ZSTD_MAGIC:
+        raise ValueError("not a zstd frame")
+    fhd = frame[4]
+    fcs_flag, single, checksum, dict_flag = fhd >> 6, fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3
+    if checksum or dict_flag:
+        raise ValueError("zstd frame with a checksum or a dictionary id")
+    pos = 5 + (1 - single)
+    fcs_len = (single, 2, 4, 8)[fcs_flag]
+    if single:  # the window is the content size (zstd writes this for tiny contents)
+        fcs = int.from_bytes(frame[pos : pos + fcs_len], "little") + (256 if fcs_len == 2 else 0)
+        window = (max((max(fcs, 1) - 1).bit_length(), 10) - 10) << 3
+    else:
+        window = frame[5]
+    return pos + fcs_len, max(window, _MIN_WINDOW)
+
+
+def _frame_with_prefix(prefix: bytes, body_frame: bytes, body_size: int) -> list:
+    """Buffers of ONE zstd frame that decodes to `prefix + body`, from `body_frame` (a frame
+    of `body_size` bytes compressed without the prefix): a new frame header, the prefix as raw
+    blocks, then the body's blocks unchanged.
+
+    Valid because a zstd block refers back only by distance, and the body's blocks never
+    reach before the body's start (the compressor saw nothing before it); raw blocks change
+    neither the repeat offsets nor the entropy tables that later blocks may reuse; and the
+    window is at least the body's. The content size in the header is the total, so decoders
+    that size their output from it (python-zstd, which streaming reads with) get it right.
+    """
+    start, window = _zstd_frame_start(body_frame)
+    total = len(prefix) + body_size
+    wide = total >= 1 << 32
+    out = [
+        _ZSTD_MAGIC
+        + bytes(((3 if wide else 2) << 6, window))
+        + total.to_bytes(8 if wide else 4, "little")
+    ]
+    view = memoryview(prefix)
+    for i in range(0, len(prefix), _RAW_BLOCK):
+        chunk = view[i : i + _RAW_BLOCK]
+        out += [(len(chunk) << 3).to_bytes(3, "little"), chunk]  # Raw_Block, not the last one
+    out.append(memoryview(body_frame)[start:])
+    return out
+
+
 class FastMDSWriter:
     """Local MDS writer of encoded rows; the same shards and index as `MDSWriter`.
 
@@ -152,25 +203,38 @@ class FastMDSWriter:
     `size_limit` (counting the shard header and 4 bytes of offset per row), so the raw
     (uncompressed) shards are byte-identical to `MDSWriter`'s.
 
-    Finished shards are compressed, hashed and written by one background thread (zstd, xxhash
-    and file writes release the GIL) while the caller windows the next shard.
-    A compressed shard is one zstd frame: streaming reads shards with python-zstd's
-    `decompress`, which sizes its output from the frames' headers and fails on some sequences
-    of several frames, so a shard cannot be compressed piecewise as it grows (its header, the
-    row count and offsets, comes first and is known only at its end). With one shard per part
-    there is therefore nothing to overlap; with several, compression runs beside windowing.
+    Rows are compressed as they come, in batches of about `batch` bytes, by one background
+    thread (zstd, xxhash and file writes release the GIL) while the caller windows the next
+    ones, so a part's compression starts with its first MiB, not when its first shard is full;
+    or, with `threaded=False` (no free core for a thread), by the caller itself.
+    A compressed shard must be ONE zstd frame (streaming reads shards with python-zstd's
+    `decompress`, which sizes its output from the first frame and fails on some sequences of
+    several), and the shard's header (row count, offsets) comes first but is known only at its
+    end. So the rows are compressed as one frame, and at the end of the shard the header is
+    put in front as raw blocks of the same frame (`_frame_with_prefix`); the header is 4 bytes
+    per row, a fraction of a percent of a shard.
 
-    At most `in_flight` finished shards wait for the thread, so memory stays bounded; shards
-    are written and indexed in order. An error of the thread is raised by the next `write` or
-    by `finish`, never lost; the part directory is then left unpublished.
+    At most `in_flight` batches wait for the thread (memory stays bounded: the open shard's rows
+    are held until its end in any case); shards are written and indexed in order. An error of
+    the thread is raised by the next `write` or by `finish`, never lost; the part directory is
+    then left unpublished.
     """
 
-    def __init__(self, out: str, compression: str | None, hashes, size_limit: int, in_flight=1):
+    def __init__(
+        self,
+        out: str,
+        compression: str | None,
+        hashes,
+        size_limit: int,
+        in_flight: int = 8,
+        batch: int = 1 << 20,
+        threaded: bool = True,
+    ):
         self.out, self.compression = out, compression or None
         self.level = _zstd_level(self.compression)
         self.hashes = list(hashes)
         self.hash_fns = [(h, _hasher(h)) for h in self.hashes]
-        self.size_limit = size_limit
+        self.size_limit, self.batch = size_limit, batch
         self.config = {
             "version": 2,
             "format": "mds",
@@ -184,17 +248,26 @@ class FastMDSWriter:
         self.config_data = json.dumps(self.config, sort_keys=True).encode()
         self.shards: list[dict] = []
         self.shard_count = 0
+        self.pending: list = []  # buffers of rows not handed to the thread yet
+        self.pending_size = 0
         self._new_shard()
         os.makedirs(out, exist_ok=True)
         self._queue: queue.Queue = queue.Queue(maxsize=in_flight)
         self._error: BaseException | None = None
-        self._cctx = None
-        self._thread = threading.Thread(target=self._work, name="mds-shards", daemon=True)
-        self._thread.start()
+        # The thread's own state: the open shard's row buffers (for the raw hash, taken when
+        # the header is known) and compressed output, and the zstd context (not thread-safe).
+        self._rows: list = []
+        self._packed: list[bytes] = []
+        self._fed = 0  # bytes given to the open frame
+        self._cctx = self._cobj = None
+        self._thread = None
+        if threaded:
+            self._thread = threading.Thread(target=self._work, name="mds-shards", daemon=True)
+            self._thread.start()
 
     def _new_shard(self) -> None:
-        self.parts: list = []  # the rows' buffers, in order
         self.row_sizes: list[int] = []
+        self.body_size = 0
         self.shard_size = 8 + len(self.config_data)
 
     def write(self, row: tuple[list, int]) -> None:
@@ -202,26 +275,40 @@ class FastMDSWriter:
         parts, size = row
         if self.size_limit and self.size_limit < self.shard_size + size + 4:
             self._flush()
-        self.parts += parts
+        self.pending += parts
+        self.pending_size += size
         self.row_sizes.append(size)
+        self.body_size += size
         self.shard_size += size + 4
+        if self.pending_size >= self.batch:
+            self._send()
+
+    def _send(self) -> None:
+        self._raise()
+        self._put(("rows", self.pending))
+        self.pending, self.pending_size = [], 0
+
+    def _put(self, item: tuple) -> None:
+        if self._thread is None:
+            self._do(item)  # no thread: the caller compresses (errors raise right here)
+        else:
+            self._queue.put(item)
 
     def _flush(self) -> None:
         # Like MDSWriter, also when empty: a first row above the limit gives an empty shard.
+        if self.pending:
+            self._send()
         self._raise()
-        # Assembled here, not on the thread: the join (a copy plus the page faults of a fresh
-        # buffer, ~0.05 s per 64 MiB) holds the GIL, and here it overlaps the previous shard's
-        # compression instead of delaying this one's.
         n = len(self.row_sizes)
         start = 4 + 4 * (n + 1) + len(self.config_data)
         offsets = array("I", [start])
         for size in self.row_sizes:
             start += size
             offsets.append(start)
-        raw = b"".join((struct.pack("=I", n), offsets.tobytes(), self.config_data, *self.parts))
-        self._queue.put((self.shard_count, raw, n))
+        header = b"".join((struct.pack("=I", n), offsets.tobytes(), self.config_data))
+        self._put(("end", self.shard_count, header, n, self.body_size))
         self.shard_count += 1
-        self._new_shard()  # drops the views: the documents can go
+        self._new_shard()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -236,41 +323,80 @@ class FastMDSWriter:
             if self._error is not None:
                 continue  # drain: the caller raises the first error
             try:
-                self.shards.append(self._write_shard(*item))
+                self._do(item)
             except BaseException as e:  # surfaced on the caller's thread
                 self._error = e
 
-    def _compress(self, raw: bytes) -> bytes:
-        if self._cctx is None:  # made and used on the writer thread only (not thread-safe)
+    def _do(self, item: tuple) -> None:
+        if item[0] == "rows":
+            self._compress(item[1])
+        else:
+            self.shards.append(self._write_shard(*item[1:]))
+
+    def _context(self):
+        if self._cctx is None:
             import zstandard
 
-            # One context for every shard (a new one per call costs ~15% on small shards).
-            # One frame with its content size, no checksum: what python-zstd writes.
-            self._cctx = zstandard.ZstdCompressor(level=self.level)
-        return self._cctx.compress(raw)
+            # One context for every shard (a new one per shard costs ~15% on small ones).
+            # No checksum (python-zstd writes none; `_frame_with_prefix` needs none).
+            self._cctx = zstandard.ZstdCompressor(level=self.level, write_checksum=False)
+        return self._cctx
 
-    def _write_shard(self, k: int, raw: bytes, n: int) -> dict:
+    def _compress(self, parts: list) -> None:
+        self._rows += parts  # kept until the shard ends (its header, then the raw hash)
+        if self.level is None or self._thread is None:
+            return  # no thread: the shard is compressed at its end, in one call
+        # One call per batch: each call gives the GIL back and must win it again from the
+        # windowing thread (up to a switch interval, 5 ms); per row that halved the speed.
+        data = b"".join(parts)
+        self._fed += len(data)
+        if self._cobj is None:
+            self._cobj = self._context().compressobj()
+        out = self._cobj.compress(data)
+        if out:
+            self._packed.append(out)
+
+    def _compressed_body(self, rows: list, body_size: int) -> bytes:
+        """The shard's rows as one zstd frame (without the header)."""
+        if self._thread is None:
+            # Whole: zstd's one-shot call is ~10% faster than its streaming one (measured on
+            # source code), which pays only where it overlaps the windowing.
+            return self._context().compress(b"".join(rows))
+        if self._fed != body_size:  # the header would describe other rows: never write it
+            raise RuntimeError(f"{self._fed} bytes compressed, the rows have {body_size}")
+        cobj = self._cobj or self._context().compressobj()
+        self._cobj, self._fed = None, 0
+        packed, self._packed = self._packed, []
+        packed.append(cobj.flush())
+        return b"".join(packed)
+
+    def _write_shard(self, k: int, header: bytes, n: int, body_size: int) -> dict:
+        rows, self._rows = self._rows, []
+        raw = [header, *rows]
         raw_name = f"shard.{k:05}.mds"
         raw_info = self._info(raw, raw_name)
         zip_info = None
         data, name = raw, raw_name
         if self.level is not None:
-            data, name = self._compress(raw), raw_name + ".zstd"
+            body = self._compressed_body(rows, body_size)
+            data, name = _frame_with_prefix(header, body, body_size), raw_name + ".zstd"
             zip_info = self._info(data, name)
         with open(os.path.join(self.out, name), "wb") as f:
-            f.write(data)
+            f.writelines(data)
         return {"samples": n, "raw_data": raw_info, "zip_data": zip_info, **self.config}
 
-    def _info(self, data: bytes, basename: str) -> dict:
-        return {
-            "basename": basename,
-            "bytes": len(data),
-            "hashes": {h: fn(data).hexdigest() for h, fn in self.hash_fns},
-        }
+    def _info(self, buffers: list, basename: str) -> dict:
+        hashes = {}
+        for h, fn in self.hash_fns:
+            state = fn()
+            for b in buffers:
+                state.update(b)
+            hashes[h] = state.hexdigest()
+        return {"basename": basename, "bytes": sum(map(len, buffers)), "hashes": hashes}
 
     def close(self) -> None:
         """Stop the background thread (after the work already handed to it)."""
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
 
@@ -281,6 +407,14 @@ class FastMDSWriter:
         self._raise()
         with open(os.path.join(self.out, "index.json"), "w") as f:
             json.dump({"version": 2, "shards": self.shards}, f, sort_keys=True)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity: what Slurm's cgroup or taskset allows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class PartWriter:
@@ -304,7 +438,12 @@ class PartWriter:
         self.writer = None
         self.encoder = RowEncoder()
         if not remote and fast_supported(cfg.compression, cfg.hashes):
-            self.fast = FastMDSWriter(target, cfg.compression, cfg.hashes, cfg.size_limit)
+            # A compression thread pays only where a core is free for it; with a worker per
+            # core, two threads per worker slow each other down (benchmarks/NOTES.md "## data").
+            threaded = cfg.workers < usable_cpus()
+            self.fast = FastMDSWriter(
+                target, cfg.compression, cfg.hashes, cfg.size_limit, threaded=threaded
+            )
             return
         from streaming import MDSWriter
 

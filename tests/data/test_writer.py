@@ -26,17 +26,39 @@ def _windows(seed: int, seq_len: int, pack: bool) -> list[tuple[bytes, list]]:
     return got
 
 
+def _index(d) -> dict:
+    return json.loads((d / "index.json").read_text())
+
+
+def _raw(path) -> bytes:
+    """A shard's MDS bytes, decoded as streaming decodes them (python-zstd)."""
+    import zstd
+
+    data = path.read_bytes()
+    return zstd.decompress(data) if path.name.endswith(".zstd") else data
+
+
+def _hashes(d, info: dict, algos: list[str]) -> dict:
+    from streaming.base.hashing import get_hash
+
+    data = (d / info["basename"]).read_bytes()
+    assert len(data) == info["bytes"]
+    return {a: get_hash(a, data) for a in algos}
+
+
 @pytest.mark.parametrize(
     "compression,hashes,size_limit,seq_len",
     [
         ("zstd", ["xxh64"], 4096, 64),
         ("zstd:7", ["sha1", "xxh3_64"], 1 << 20, 300),
         ("", [], 70, 64),  # rows larger than the limit: a (streaming-style) flush per row
+        ("zstd", [], 70, 64),  # the same compressed: an empty first shard, one row per shard
         ("zstd", ["xxh64"], 1 << 20, 1024),
     ],
 )
+@pytest.mark.parametrize("threaded", [True, False], ids=["thread", "inline"])
 def test_fast_writer_is_byte_identical_to_mdswriter(
-    tmp_path, compression, hashes, size_limit, seq_len
+    tmp_path, compression, hashes, size_limit, seq_len, threaded
 ):
     from streaming import MDSWriter, StreamingDataset
 
@@ -51,7 +73,15 @@ def test_fast_writer_is_byte_identical_to_mdswriter(
         hashes=hashes,
         size_limit=size_limit,
     )
-    fast = FastMDSWriter(str(tmp_path / "fast"), compression, hashes, size_limit)
+    # Batches of a fifth of a shard: each shard is compressed in several calls, as in prepare.
+    fast = FastMDSWriter(
+        str(tmp_path / "fast"),
+        compression,
+        hashes,
+        size_limit,
+        batch=size_limit // 5,
+        threaded=threaded,
+    )
     enc = RowEncoder()  # one encoder: its id cache is exercised by multi-window documents
     for data, pieces in wins:
         ref.write(make_sample(data, pieces))
@@ -60,8 +90,17 @@ def test_fast_writer_is_byte_identical_to_mdswriter(
     fast.finish()
     names = sorted(os.listdir(tmp_path / "ref"))
     assert names == sorted(os.listdir(tmp_path / "fast")) and len(names) > 1
+    ref_index, fast_index = (_index(tmp_path / d) for d in ("ref", "fast"))
+    for a, b in zip(ref_index["shards"], fast_index["shards"], strict=True):
+        # Compressed as the shard fills, so the zstd bytes differ; everything else is equal.
+        if compression:
+            assert b["zip_data"]["basename"] == a["zip_data"]["basename"]
+            assert _hashes(tmp_path / "fast", b["zip_data"], hashes) == b["zip_data"]["hashes"]
+            a["zip_data"] = b["zip_data"] = None
+        assert a == b
     for n in names:
-        assert (tmp_path / "ref" / n).read_bytes() == (tmp_path / "fast" / n).read_bytes(), n
+        if n != "index.json":
+            assert _raw(tmp_path / "ref" / n) == _raw(tmp_path / "fast" / n), n
     hash_check = {"validate_hash": hashes[0]} if hashes else {}
     ds = StreamingDataset(local=str(tmp_path / "fast"), shuffle=False, batch_size=1, **hash_check)
     for i in (0, len(wins) // 2, len(wins) - 1):
@@ -101,17 +140,76 @@ def test_large_shards_decode_with_streamings_zstd(tmp_path):
         assert xxhash.xxh64(raw).hexdigest() == sh["raw_data"]["hashes"]["xxh64"]
 
 
-def test_background_error_is_raised_and_nothing_published(tmp_path):
+@pytest.mark.parametrize("prefix_size", [0, 1, 5000, (1 << 17) + 1, 300_000])
+@pytest.mark.parametrize("body_size", [0, 1, 70_000, 3_000_000])
+def test_frame_with_prefix_is_one_frame_every_decoder_reads(prefix_size, body_size):
+    """A shard's header put in front of its compressed rows as raw blocks: one zstd frame
+    that python-zstd (streaming's reader), zstandard and the zstd command line decode to
+    header + rows, also when the header spans several raw blocks or there are no rows (zstd
+    then writes a single-segment frame, whose window is its content size)."""
+    import shutil
+    import subprocess
+
+    import zstandard
+    import zstd
+
+    from mbtrain.data.writer import _frame_with_prefix
+
+    rng = random.Random(prefix_size + body_size)
+    prefix = rng.randbytes(prefix_size)
+    words = [rng.randbytes(rng.randrange(1, 12)) for _ in range(300)]
+    body = b"".join(rng.choice(words) for _ in range(body_size // 2 + 1))[:body_size]
+    assert len(body) == body_size
+    cobj = zstandard.ZstdCompressor(level=3, write_checksum=False).compressobj()
+    frame = b"".join(
+        [cobj.compress(body[: body_size // 2]), cobj.compress(body[body_size // 2 :]), cobj.flush()]
+    )
+    spliced = b"".join(_frame_with_prefix(prefix, frame, body_size))
+    want = prefix + body
+    assert zstd.decompress(spliced) == want
+    assert zstandard.ZstdDecompressor().decompress(spliced) == want
+    assert zstandard.frame_content_size(spliced) == len(want)
+    assert len(spliced) < len(frame) + prefix_size + 32  # the rows stay compressed
+    if shutil.which("zstd"):
+        cli = subprocess.run(["zstd", "-d", "-c"], input=spliced, capture_output=True)
+        assert cli.returncode == 0 and cli.stdout == want, cli.stderr
+
+
+def test_header_of_many_rows_spans_raw_blocks(tmp_path):
+    """40,000 rows in a shard: a 160 KB header, more than one zstd block, decodes intact."""
+    import zstd
+
+    fast = FastMDSWriter(str(tmp_path / "w"), "zstd", ["xxh64"], 4 << 20, batch=100_000)
+    enc = RowEncoder()
+    rows = [bytes([i % 251]) * (i % 40 + 1) for i in range(40_000)]
+    for i, data in enumerate(rows):
+        fast.write(enc.encode([data], [(f"d{i}", 0, len(data), len(data))]))
+    fast.finish()
+    (shard,) = _index(tmp_path / "w")["shards"]
+    assert shard["samples"] == len(rows) and 4 * len(rows) > 1 << 17
+    raw = zstd.decompress((tmp_path / "w" / shard["zip_data"]["basename"]).read_bytes())
+    assert len(raw) == shard["raw_data"]["bytes"]
+    from streaming import StreamingDataset
+
+    ds = StreamingDataset(
+        local=str(tmp_path / "w"), shuffle=False, batch_size=1, validate_hash="xxh64"
+    )
+    for i in (0, 1, 12_345, len(rows) - 1):
+        assert ds.get_item(i)["data"] == rows[i]
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["thread", "inline"])
+def test_background_error_is_raised_and_nothing_published(tmp_path, threaded):
     """A failing shard write (here: the part directory vanished) surfaces on the caller."""
     out = tmp_path / "w"
-    fast = FastMDSWriter(str(out), "zstd", ["xxh64"], 4096)
+    fast = FastMDSWriter(str(out), "zstd", ["xxh64"], 4096, threaded=threaded)
     enc = RowEncoder()
     os.rmdir(out)
     with pytest.raises(FileNotFoundError):
         for i in range(200):
             fast.write(enc.encode([b"y" * 100], [(f"d{i}", 0, 100, 100)]))
         fast.finish()
-    assert not fast._thread.is_alive()
+    assert fast._thread is None or not fast._thread.is_alive()
     assert not out.exists()
 
 
