@@ -95,13 +95,18 @@ def _glob_regex(pattern: str) -> re.Pattern:
 
 
 def _walk(
-    root: str, report: Report, prune: Callable[[str], bool] | None = None
+    root: str,
+    report: Report,
+    prune: Callable[[str], bool] | None = None,
+    name_ok: Callable[[str], object] | None = None,
 ) -> Iterator[tuple[str, str, str]]:
     """Yield `(path, rel, real)` of the files under `root`, recursively, following symlinks.
 
     `rel` is the path relative to `root` with `/` separators, `real` the resolved path. Loops
     are reported once each. Directories for which `prune(rel)` is true are not entered (an
-    `exclude` such as `site-packages/**` then costs nothing, however big the tree below).
+    `exclude` such as `site-packages/**` then costs nothing, however big the tree below), and
+    files whose name fails `name_ok` are passed over at once (`**/*.py` skips `*.pyc` before
+    any path is built for them).
 
     Own walker instead of os.walk/glob: those either ignore symlinked directories or recurse
     through a symlink loop until the path is too long; here the chain of real paths of the
@@ -142,6 +147,8 @@ def _walk(
                 is_dir = e.is_dir(follow_symlinks=True)
             except OSError as err:
                 report(p, _os_reason(err))
+                continue
+            if not is_dir and name_ok is not None and not name_ok(name):
                 continue
             real = os.path.realpath(p) if link else real_ + name
             if not is_dir:
@@ -207,9 +214,14 @@ def expand_inputs(
         spec_x = os.path.expanduser(spec)
         if glob.has_magic(spec_x):
             root = _glob_root(spec_x)
-            rx = _glob_regex(os.path.relpath(spec_x, root).replace(os.sep, "/"))
+            pattern = os.path.relpath(spec_x, root).replace(os.sep, "/")
+            rx = _glob_regex(pattern)
+            last = pattern.rsplit("/", 1)[-1]  # a file's name must match it (unless `**`)
+            name_ok = None if "**" in last else _glob_regex(last).match
             hits = [
-                (p, spec, root, r, real) for p, r, real in _walk(root, report, prune) if rx.match(r)
+                (p, spec, root, r, real)
+                for p, r, real in _walk(root, report, prune, name_ok)
+                if rx.match(r)
             ]
             if not hits:
                 raise DataError(f"input {spec!r}: the glob matches no file")

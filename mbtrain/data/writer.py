@@ -343,12 +343,13 @@ class FastMDSWriter:
         return self._cctx
 
     def _compress(self, parts: list) -> None:
-        self._rows += parts  # kept until the shard ends (its header, then the raw hash)
         if self.level is None or self._thread is None:
-            return  # no thread: the shard is compressed at its end, in one call
+            self._rows += parts  # kept until the shard ends: written (and compressed) whole
+            return
         # One call per batch: each call gives the GIL back and must win it again from the
         # windowing thread (up to a switch interval, 5 ms); per row that halved the speed.
         data = b"".join(parts)
+        self._rows.append(data)  # for the raw hash, which starts with the header
         self._fed += len(data)
         if self._cobj is None:
             self._cobj = self._context().compressobj()
@@ -361,7 +362,7 @@ class FastMDSWriter:
         if self._thread is None:
             # Whole: zstd's one-shot call is ~10% faster than its streaming one (measured on
             # source code), which pays only where it overlaps the windowing.
-            return self._context().compress(b"".join(rows))
+            return self._context().compress(b"".join(rows))  # one item: no copy
         if self._fed != body_size:  # the header would describe other rows: never write it
             raise RuntimeError(f"{self._fed} bytes compressed, the rows have {body_size}")
         cobj = self._cobj or self._context().compressobj()
@@ -372,6 +373,8 @@ class FastMDSWriter:
 
     def _write_shard(self, k: int, header: bytes, n: int, body_size: int) -> dict:
         rows, self._rows = self._rows, []
+        if self._thread is None and self.level is not None and len(rows) > 1:
+            rows = [b"".join(rows)]  # once, for the hash and the compressor (few big updates)
         raw = [header, *rows]
         raw_name = f"shard.{k:05}.mds"
         raw_info = self._info(raw, raw_name)
