@@ -156,3 +156,33 @@ def test_config_refuses_compressions_streaming_cannot_read(tmp_path):
     for bad in ("zstd:0", "zstd:23", "zstd:-1", "zstd:abc", "gz:10", "snappy:1", "lz4"):
         (msg,) = errors(bad)
         assert repr(bad) in msg and "zstd[:1-22]" in msg, bad
+
+
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("**/*.py", ["a.py", "dir.py/inner.py", "pkg/x.py", "q1.py", "q22.py"]),
+        ("*.py", ["a.py", "q1.py", "q22.py"]),
+        ("q?.py", ["q1.py"]),
+        ("[!a]*.py", ["link.py", "q1.py", "q22.py"]),
+        ("pkg/**", ["__pycache__/x.pyc", "x.py", "y.pyc"]),  # ids relative to the glob root
+    ],
+)
+def test_globs_select_by_name_and_depth(tmp_path, pattern, expected):
+    """Globs match relative paths (`**/` any depth, `*` and `?` within a name, `[!...]`);
+    files whose name cannot match are passed over during the walk, directories never are
+    (`dir.py/` is entered, `site-packages/` is pruned by the exclude); a symlink to a file
+    already taken is the same document."""
+    from mbtrain.data.sources import expand_inputs
+
+    root = tmp_path / "r"
+    for rel in ["a.py", "a.pyc", "b.txt", "pkg/x.py", "pkg/y.pyc", "pkg/__pycache__/x.pyc",
+                "dir.py/inner.py", "site-packages/z.py", "q1.py", "q22.py", ".hidden.py"]:  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    os.symlink(root / "a.py", root / "link.py")
+    skipped = []
+    got = expand_inputs(
+        [f"{root}/{pattern}"], "auto", lambda w, r: skipped.append(w), ["site-packages/**"]
+    )
+    assert [s.file_id for s in got] == expected and not skipped
