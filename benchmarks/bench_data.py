@@ -36,6 +36,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,12 +210,19 @@ def main() -> None:
         variants = {"before": os.path.abspath(args.baseline), "after": ROOT}
     tmp = tempfile.mkdtemp(prefix="bench-data-")
     best: dict[tuple, dict] = {}
+    times: dict[tuple, list[float]] = {}  # every round's time, for the per-round ratios
 
     def keep(key, res, wall=0.0):
         res = dict(res, wall_s=wall)
         t = res.get("prepare_s", res.get("loader_s"))
+        times.setdefault(key, []).append(t)
         if key not in best or t < best[key].get("prepare_s", best[key].get("loader_s")):
             best[key] = res
+
+    def round_ratios(cname: str, name: str, w: int) -> str:
+        """zstd / prepare of the same round (run minutes apart at most): median [min-max]."""
+        rs = sorted(z / p for z, p in zip(times[(cname, "zstd", w)], times[(cname, name, w)]))
+        return f"{statistics.median(rs):.2f}x [{rs[0]:.2f}-{rs[-1]:.2f}]"
 
     try:
         corpora = make_corpora(tmp, args.long_copies)
@@ -252,11 +260,13 @@ def main() -> None:
                 rows.append(
                     f"| {name}: prepare, {w} worker(s) | {r['prepare_s']:.2f} s (process "
                     f"{r['wall_s']:.2f} s) | {r['cpu_s']:.2f} s | {mbs / w:.1f} MB/s "
-                    f"| **{mbs / w / z_mbs:.2f}x** | {z['cpu_s'] / r['cpu_s']:.2f}x |"
+                    f"| **{mbs / w / z_mbs:.2f}x** | {round_ratios(cname, name, w)} "
+                    f"| {z['cpu_s'] / r['cpu_s']:.2f}x |"
                 )
             rows.append(
                 f"| `zstd -3 -T1`, {w} process(es) at once{' on halves' if w == 2 else ''} "
-                f"| {z['prepare_s']:.2f} s | {z['cpu_s']:.2f} s | {z_mbs:.1f} MB/s | 1.00x | 1.00x |"
+                f"| {z['prepare_s']:.2f} s | {z['cpu_s']:.2f} s | {z_mbs:.1f} MB/s | 1.00x | "
+                "1.00x | 1.00x |"
             )
         t = best[(cname, "tar", 1)]
         z = best[(cname, "zstd", 1)]
@@ -264,14 +274,15 @@ def main() -> None:
             f"| `tar -c -T files \\| zstd -3 -T1` (walks and reads the same files) "
             f"| {t['prepare_s']:.2f} s | {t['cpu_s']:.2f} s "
             f"| {t['bytes'] / t['prepare_s'] / 1e6:.1f} MB/s "
-            f"| {z['prepare_s'] / t['prepare_s']:.2f}x | {z['cpu_s'] / t['cpu_s']:.2f}x |"
+            f"| {z['prepare_s'] / t['prepare_s']:.2f}x | {round_ratios(cname, 'tar', 1)} "
+            f"| {z['cpu_s'] / t['cpu_s']:.2f}x |"
         )
         sections += [
             f"### Corpus `{cname}`: {c['docs']} documents, {c['bytes'] / 1e6:.1f} MB",
             "",
             "| what | wall | CPU (all threads, workers) | per worker | per worker / zstd "
-            "(wall) | zstd CPU / prepare CPU |",
-            "|---|---|---|---|---|---|",
+            "(wall, best of each) | per round: median [range] | zstd CPU / prepare CPU |",
+            "|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]
@@ -298,6 +309,9 @@ def main() -> None:
             "the `prepare()` call, its threads and worker processes",
             "- per worker = bytes / wall / workers; the zstd reference for 2 workers is two "
             "processes at once, each on half of the bytes",
+            "- per round: the ratio of zstd and prepare run in the same round (seconds apart), "
+            "median and range over the rounds; steadier than best-of-each on a shared machine, "
+            "whose speed drifts by 20% within minutes",
             "",
             *sections,
             f"Loader, 1 rank, num_workers=0, B={args.batch}, seq_len {args.seq_len} (one epoch of "

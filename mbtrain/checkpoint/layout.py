@@ -45,7 +45,13 @@ def complete_tags(root: Path) -> list[str]:
 
 
 def latest_complete(root: Path) -> str | None:
-    """The tag `latest` names if it is complete, else the newest complete one."""
+    """The tag `latest` names if it is complete, else the newest complete one.
+
+    `latest` wins over a newer complete tag: a user rolls a run back (after a loss spike) by
+    pointing `latest` at an older tag, and the abandoned newer ones must not come back at the
+    next restart. The price: a crash between a checkpoint's marker and the `latest` update (an
+    atomic rename right after it) resumes from the previous checkpoint.
+    """
     latest = root / LATEST
     if latest.is_file():
         tag = latest.read_text().strip()
