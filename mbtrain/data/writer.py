@@ -258,9 +258,9 @@ class FastMDSWriter:
         # the header is known) and compressed output, and the zstd context (not thread-safe).
         self._rows: list = []
         self._packed: list[bytes] = []
-        self._fed = 0  # bytes given to the open frame
         self._cctx = self._cobj = None
         self._thread = None
+        self._closed = False
         if threaded:
             self._thread = threading.Thread(target=self._work, name="mds-shards", daemon=True)
             self._thread.start()
@@ -289,6 +289,8 @@ class FastMDSWriter:
         self.pending, self.pending_size = [], 0
 
     def _put(self, item: tuple) -> None:
+        if self._closed:  # the thread is gone: the item would be lost, and the index short
+            raise RuntimeError(f"{self.out}: writer already closed")
         if self._thread is None:
             self._do(item)  # no thread: the caller compresses (errors raise right here)
         else:
@@ -351,7 +353,6 @@ class FastMDSWriter:
         # (Keeping these joined copies for the hash instead of the rows was 6% slower: fresh
         # pages for every batch.)
         data = b"".join(parts)
-        self._fed += len(data)
         if self._cobj is None:
             self._cobj = self._context().compressobj()
         out = self._cobj.compress(data)
@@ -364,10 +365,8 @@ class FastMDSWriter:
             # Whole: zstd's one-shot call is ~10% faster than its streaming one (measured on
             # source code), which pays only where it overlaps the windowing.
             return self._context().compress(b"".join(rows))  # one item: no copy
-        if self._fed != body_size:  # the header would describe other rows: never write it
-            raise RuntimeError(f"{self._fed} bytes compressed, the rows have {body_size}")
         cobj = self._cobj or self._context().compressobj()
-        self._cobj, self._fed = None, 0
+        self._cobj = None
         packed, self._packed = self._packed, []
         packed.append(cobj.flush())
         return b"".join(packed)
@@ -379,6 +378,11 @@ class FastMDSWriter:
         raw = [header, *rows]
         raw_name = f"shard.{k:05}.mds"
         raw_info = self._info(raw, raw_name)
+        if raw_info["bytes"] != len(header) + body_size:  # offsets would point elsewhere
+            raise RuntimeError(
+                f"{raw_name}: rows of {raw_info['bytes'] - len(header)} bytes, "
+                f"the header says {body_size}"
+            )
         zip_info = None
         data, name = raw, raw_name
         if self.level is not None:
@@ -400,6 +404,7 @@ class FastMDSWriter:
 
     def close(self) -> None:
         """Stop the background thread (after the work already handed to it)."""
+        self._closed = True
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()

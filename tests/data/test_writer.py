@@ -238,3 +238,27 @@ def test_local_merge_index_lists_every_part_shard(corpus, tmp_path):
             expect.append(sh)
     mine = json.loads((out / "train" / "index.json").read_text())
     assert mine == {"version": 2, "shards": expect} and len(expect) > 2
+
+
+@pytest.mark.parametrize("compression", ["zstd", ""])
+@pytest.mark.parametrize("threaded", [True, False], ids=["thread", "inline"])
+def test_misdeclared_row_or_write_after_close_is_refused(tmp_path, compression, threaded):
+    """A row whose declared size is not its bytes would give a header whose offsets point
+    elsewhere: refused, no index written. Rows handed over after `close()` would never reach
+    the stopped thread (and the index would silently miss them): refused too."""
+    enc = RowEncoder()
+    bad = FastMDSWriter(str(tmp_path / "bad"), compression, ["xxh64"], 1 << 20, threaded=threaded)
+    parts, size = enc.encode([b"z" * 50], [("d", 0, 50, 50)])
+    bad.write((parts, size + 1))
+    with pytest.raises(RuntimeError, match="the header says"):
+        bad.finish()
+    assert not (tmp_path / "bad" / "index.json").exists()
+
+    closed = FastMDSWriter(str(tmp_path / "c"), compression, [], 20_000, threaded=threaded)
+    with pytest.raises(RuntimeError, match="already closed"):
+        for i in range(50):
+            closed.write(enc.encode([b"q" * 1000], [(f"d{i}", 0, 1000, 1000)]))
+            if i == 5:
+                closed.close()
+        closed.finish()
+    assert not (tmp_path / "c" / "index.json").exists()
