@@ -46,15 +46,11 @@ def log(msg: str) -> None:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
+
+    from mbtrain.monitor.peak import cpu_name
+
+    cpu = cpu_name()
 
     return (
         f"{cpu}, {os.cpu_count()} CPU cores (shared with other jobs), {torch.get_num_threads()} "

@@ -159,7 +159,7 @@ def render_train_script(
         run_dir_q=shlex.quote(str(run_dir)),
         log_dir_q=shlex.quote(str(log_dir)),
         max_restarts=int(cfg.max_restarts),
-        ntasks=int(cfg.nodes) * int(cfg.tasks_per_node),
+        ntasks=cfg.world_size,
         launch=launch_command(cfg, python, command),
     )
 

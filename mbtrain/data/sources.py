@@ -141,15 +141,15 @@ def _walk(
     while stack:
         entries, d_, rel, real_, ancestors = stack[-1]
         for name, e in entries:
-            p = d_ + name
             try:
-                link = e.is_symlink()
                 is_dir = e.is_dir(follow_symlinks=True)
+                if not is_dir and name_ok is not None and not name_ok(name):
+                    continue
+                link = e.is_symlink()
             except OSError as err:
-                report(p, _os_reason(err))
+                report(d_ + name, _os_reason(err))
                 continue
-            if not is_dir and name_ok is not None and not name_ok(name):
-                continue
+            p = d_ + name
             real = os.path.realpath(p) if link else real_ + name
             if not is_dir:
                 yield p, rel + name, real

@@ -33,7 +33,7 @@ def make_sample(data: bytes, pieces: list[Piece]) -> dict:
     import numpy as np
 
     return {
-        "data": bytes(data),
+        "data": data,
         "doc_ids": [p[0] for p in pieces],
         "offsets": np.array([p[1] for p in pieces], dtype=np.int64),
         "lengths": np.array([p[2] for p in pieces], dtype=np.int64),

@@ -138,13 +138,19 @@ def fast_supported(compression: str | None, hashes) -> bool:
     return all(_hasher(h) is not None for h in hashes)
 
 
+def uses_fast_writer(cfg) -> bool:
+    """Whether `cfg`'s parts are written by `FastMDSWriter` (else streaming's `MDSWriter`)."""
+    return not storage.is_remote(cfg.out) and fast_supported(cfg.compression, cfg.hashes)
+
+
 def preload(cfg) -> None:
     """Import what writing `cfg`'s parts needs, once, before forking workers (streaming's
     import takes seconds; every forked worker would pay it again)."""
-    if storage.is_remote(cfg.out) or not fast_supported(cfg.compression, cfg.hashes):
+    if not uses_fast_writer(cfg):
         import streaming  # noqa: F401
 
 
+_IN_FLIGHT = 8  # batches of rows that may wait for the compression thread
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _RAW_BLOCK = 1 << 17  # the largest block a zstd frame may hold (RFC 8878, Block_Maximum_Size)
 _MIN_WINDOW = (17 - 10) << 3  # Window_Descriptor of 128 KiB: room for raw blocks of that size
@@ -214,10 +220,10 @@ class FastMDSWriter:
     put in front as raw blocks of the same frame (`_frame_with_prefix`); the header is 4 bytes
     per row, a fraction of a percent of a shard.
 
-    At most `in_flight` batches wait for the thread (memory stays bounded: the open shard's rows
-    are held until its end in any case); shards are written and indexed in order. An error of
-    the thread is raised by the next `write` or by `finish`, never lost; the part directory is
-    then left unpublished.
+    At most `_IN_FLIGHT` batches wait for the thread (memory stays bounded: the open shard's
+    rows are held until its end in any case); shards are written and indexed in order. An error
+    of the thread is raised by the next `write` or by `finish`, never lost; the part directory
+    is then left unpublished.
     """
 
     def __init__(
@@ -226,7 +232,6 @@ class FastMDSWriter:
         compression: str | None,
         hashes,
         size_limit: int,
-        in_flight: int = 8,
         batch: int = 1 << 20,
         threaded: bool = True,
     ):
@@ -247,16 +252,16 @@ class FastMDSWriter:
         }
         self.config_data = json.dumps(self.config, sort_keys=True).encode()
         self.shards: list[dict] = []
-        self.shard_count = 0
-        self.pending: list = []  # buffers of rows not handed to the thread yet
-        self.pending_size = 0
+        # Compressing as rows come (a thread) or each whole shard at its end (the caller).
+        self.streaming = threaded and self.level is not None
+        self.batched = 0  # rows of the open shard already handed to the thread
+        self.batched_size = 0
         self._new_shard()
         os.makedirs(out, exist_ok=True)
-        self._queue: queue.Queue = queue.Queue(maxsize=in_flight)
+        self._queue: queue.Queue = queue.Queue(maxsize=_IN_FLIGHT)
         self._error: BaseException | None = None
-        # The thread's own state: the open shard's row buffers (for the raw hash, taken when
-        # the header is known) and compressed output, and the zstd context (not thread-safe).
-        self._rows: list = []
+        # The thread's own state: the open frame and its output, the zstd context (not
+        # thread-safe).
         self._packed: list[bytes] = []
         self._cctx = self._cobj = None
         self._thread = None
@@ -266,50 +271,50 @@ class FastMDSWriter:
             self._thread.start()
 
     def _new_shard(self) -> None:
+        self.rows: list = []  # the open shard's row buffers, in order
         self.row_sizes: list[int] = []
-        self.body_size = 0
         self.shard_size = 8 + len(self.config_data)
+        self.batched = self.batched_size = 0
 
     def write(self, row: tuple[list, int]) -> None:
         """Append one row, as `RowEncoder.encode` returns it."""
         parts, size = row
         if self.size_limit and self.size_limit < self.shard_size + size + 4:
             self._flush()
-        self.pending += parts
-        self.pending_size += size
+        self.rows += parts
         self.row_sizes.append(size)
-        self.body_size += size
         self.shard_size += size + 4
-        if self.pending_size >= self.batch:
-            self._send()
+        if self.streaming:
+            self.batched_size += size
+            if self.batched_size >= self.batch:
+                self._send()
 
     def _send(self) -> None:
-        self._raise()
-        self._put(("rows", self.pending))
-        self.pending, self.pending_size = [], 0
+        """Hand the rows written since the last batch to the thread's compressor."""
+        self._put(("rows", self.rows[self.batched :]))
+        self.batched, self.batched_size = len(self.rows), 0
 
     def _put(self, item: tuple) -> None:
+        self._raise()
         if self._closed:  # the thread is gone: the item would be lost, and the index short
             raise RuntimeError(f"{self.out}: writer already closed")
         if self._thread is None:
-            self._do(item)  # no thread: the caller compresses (errors raise right here)
+            self._do(item)  # no thread: the caller writes (errors raise right here)
         else:
             self._queue.put(item)
 
     def _flush(self) -> None:
         # Like MDSWriter, also when empty: a first row above the limit gives an empty shard.
-        if self.pending:
+        if self.streaming and self.batched < len(self.rows):
             self._send()
-        self._raise()
         n = len(self.row_sizes)
-        start = 4 + 4 * (n + 1) + len(self.config_data)
+        first = start = 4 + 4 * (n + 1) + len(self.config_data)
         offsets = array("I", [start])
         for size in self.row_sizes:
             start += size
             offsets.append(start)
         header = b"".join((struct.pack("=I", n), offsets.tobytes(), self.config_data))
-        self._put(("end", self.shard_count, header, n, self.body_size))
-        self.shard_count += 1
+        self._put(("end", header, self.rows, n, start - first))
         self._new_shard()
 
     def _raise(self) -> None:
@@ -345,23 +350,17 @@ class FastMDSWriter:
         return self._cctx
 
     def _compress(self, parts: list) -> None:
-        self._rows += parts  # kept until the shard ends (its header, then the raw hash)
-        if self.level is None or self._thread is None:
-            return  # no thread: the shard is compressed at its end, in one call
         # One call per batch: each call gives the GIL back and must win it again from the
         # windowing thread (up to a switch interval, 5 ms); per row that halved the speed.
-        # (Keeping these joined copies for the hash instead of the rows was 6% slower: fresh
-        # pages for every batch.)
-        data = b"".join(parts)
         if self._cobj is None:
             self._cobj = self._context().compressobj()
-        out = self._cobj.compress(data)
+        out = self._cobj.compress(b"".join(parts))
         if out:
             self._packed.append(out)
 
-    def _compressed_body(self, rows: list, body_size: int) -> bytes:
+    def _compressed_body(self, rows: list) -> bytes:
         """The shard's rows as one zstd frame (without the header)."""
-        if self._thread is None:
+        if not self.streaming:
             # Whole: zstd's one-shot call is ~10% faster than its streaming one (measured on
             # source code), which pays only where it overlaps the windowing.
             return self._context().compress(b"".join(rows))  # one item: no copy
@@ -371,12 +370,11 @@ class FastMDSWriter:
         packed.append(cobj.flush())
         return b"".join(packed)
 
-    def _write_shard(self, k: int, header: bytes, n: int, body_size: int) -> dict:
-        rows, self._rows = self._rows, []
-        if self._thread is None and self.level is not None and len(rows) > 1:
+    def _write_shard(self, header: bytes, rows: list, n: int, body_size: int) -> dict:
+        if not self.streaming and self.level is not None and len(rows) > 1:
             rows = [b"".join(rows)]  # once, for the hash and the compressor (few big updates)
         raw = [header, *rows]
-        raw_name = f"shard.{k:05}.mds"
+        raw_name = f"shard.{len(self.shards):05}.mds"  # shards are written in order
         raw_info = self._info(raw, raw_name)
         if raw_info["bytes"] != len(header) + body_size:  # offsets would point elsewhere
             raise RuntimeError(
@@ -386,7 +384,7 @@ class FastMDSWriter:
         zip_info = None
         data, name = raw, raw_name
         if self.level is not None:
-            body = self._compressed_body(rows, body_size)
+            body = self._compressed_body(rows)
             data, name = _frame_with_prefix(header, body, body_size), raw_name + ".zstd"
             zip_info = self._info(data, name)
         with open(os.path.join(self.out, name), "wb") as f:
@@ -446,7 +444,7 @@ class PartWriter:
         self.fast = None
         self.writer = None
         self.encoder = RowEncoder()
-        if not remote and fast_supported(cfg.compression, cfg.hashes):
+        if uses_fast_writer(cfg):
             # A compression thread pays only where a core is free for it; with a worker per
             # core, two threads per worker slow each other down (benchmarks/NOTES.md "## data").
             threaded = cfg.workers < usable_cpus()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from mbtrain.data import storage
+
 # Dense (no sparsity) peak FLOP/s per GPU, by name fragment and precision.
 GPU_PEAKS = {
     "H200": {"bf16": 989e12, "fp32": 67e12},
@@ -48,7 +50,8 @@ def _cache_file() -> Path:
     return Path(root) / "mbtrain" / "cpu_peak.json"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -59,6 +62,17 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _read_cache(path: Path) -> dict[str, float]:
+    """The cache's numeric entries; nothing if it is missing or corrupt."""
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cache, dict):
+        return {}
+    return {k: float(v) for k, v in cache.items() if isinstance(v, (int, float))}
+
+
 def cached_matmul_flops(n: int, seconds: float, dtype) -> float:
     """`measure_matmul_flops`, remembered per CPU model, thread count, torch and dtype.
 
@@ -67,45 +81,18 @@ def cached_matmul_flops(n: int, seconds: float, dtype) -> float:
     load is corrected by the next quiet start. The cache is best effort: an unwritable home
     only costs the full measurement.
     """
-    key = f"{_cpu_name()}|{torch.get_num_threads()} threads|torch {torch.__version__}|{dtype}|{n}"
+    key = f"{cpu_name()}|{torch.get_num_threads()} threads|torch {torch.__version__}|{dtype}|{n}"
     path = _cache_file()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    cached = cache.get(key) if isinstance(cache, dict) else None
-    if not isinstance(cached, (int, float)):
-        cached = None
+    cached = _read_cache(path).get(key)
     measured = measure_matmul_flops(n, seconds / 5 if cached else seconds, dtype)
     best = max(measured, cached or 0.0)
     if best != cached:
-        _remember(path, key, best)
-    return best
-
-
-def _remember(path: Path, key: str, value: float) -> None:
-    """Merge one key into the cache file atomically (several ranks or hosts may share it)."""
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError:
-        return
-    try:
-        try:  # re-read just before replacing: keep what others wrote meanwhile
-            cache = json.loads(path.read_text())
-        except (OSError, ValueError):
-            cache = {}
-        if not isinstance(cache, dict):
-            cache = {}
-        cache[key] = max(value, cache.get(key, 0.0) if isinstance(cache.get(key), float) else 0.0)
-        with os.fdopen(fd, "w") as f:
-            json.dump(cache, f)
-        os.replace(tmp, path)
-    except OSError:
+        # Re-read just before replacing (atomically): keep what other ranks or hosts wrote.
+        cache = _read_cache(path)
+        cache[key] = max(best, cache.get(key, 0.0))
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            storage.write_json(str(path), cache)
+    return best
 
 
 def device_peak_flops(device: str, precision: str) -> float:

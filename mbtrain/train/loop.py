@@ -100,7 +100,9 @@ class Trainer:
         module, self.mpu = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
         self.pipeline = self.layout.pipeline > 1
         self.optimizer = build_optimizer(module, cfg.optim)
-        if self.pipeline:
+        if self.pipeline and (cfg.parallel.zero_stage == 0 or cfg.train.precision == "bf16"):
+            # ZeRO-1/2 in fp32 skip an update with an invalid gradient norm themselves (the
+            # loop applies the policy to that skip); elsewhere nothing checks the gradients.
             self.optimizer.guard = self._pipeline_guard
         # Parameter names saved with the optimizer state: resharding a ZeRO-0 checkpoint
         # matches Adam moments to parameters by name (mbtrain.parallel.reshard).
@@ -224,7 +226,7 @@ class Trainer:
         cfg = self.cfg
         self.flops_per_byte = flops_per_byte(cfg.model, training=True)
         peak = cfg.logging.peak_flops
-        if not peak and self.env.local_rank == 0:
+        if not peak and self.rank == 0:  # only rank 0's value is broadcast
             peak = device_peak_flops(self.env.device, cfg.train.precision)
         peak_t = torch.tensor([peak], dtype=torch.float64, device=self._comm_device())
         dist.broadcast(peak_t, src=0)
@@ -309,10 +311,8 @@ class Trainer:
         # Mean loss over the micro-batches and the data-parallel replicas, on every stage.
         loss = float(self.engine.train_batch(iter(batches)).float().item())
         guarded = bool(self._guard_decision)
-        skipped = guarded or self.engine.skipped_steps > skipped_before
-        if skipped and not guarded:
-            self._on_nonfinite("gradients (DeepSpeed skipped the update)")
-        elif not skipped and not math.isfinite(loss):
+        skipped = guarded or self._deepspeed_skipped(skipped_before, guarded)
+        if not skipped and not math.isfinite(loss):
             msg = (
                 f"non-finite loss at step {self.state.step + 1} with finite gradients: the "
                 "update was applied"
@@ -329,6 +329,14 @@ class Trainer:
             "grad_norm": None if reported is None or skipped else float(reported),
             "skipped": skipped,
         }
+
+    def _deepspeed_skipped(self, skipped_before: int, ours: bool) -> bool:
+        """Whether DeepSpeed skipped this step's update; a skip that mbtrain did not decide
+        (finite loss, invalid gradients: ZeRO's or bf16's own check) gets the same policy."""
+        skipped = self.engine.skipped_steps > skipped_before
+        if skipped and not ours:
+            self._on_nonfinite("gradients (DeepSpeed skipped the update)")
+        return skipped
 
     def _pipeline_guard(self, optimizer) -> bool:
         """Called by the optimizer inside `train_batch`, before the update, on every rank.
@@ -399,10 +407,8 @@ class Trainer:
         # group) and must not outlive it: ZeRO may also skip by itself (invalid gradient
         # norm) without calling ours, and a left-over flag would drop the next, good update.
         self.optimizer.skip_next_step = False
-        ds_skipped = engine.skipped_steps > skipped_before
         total_loss, total_count, total_bad = self._all_reduce([loss_sum, count, nonfinite])
-        if ds_skipped and not total_bad:  # finite loss, invalid gradients: same policy
-            self._on_nonfinite("gradients (DeepSpeed skipped the update)")
+        ds_skipped = self._deepspeed_skipped(skipped_before, bool(total_bad))
         mp = self.layout.tensor * self.layout.pipeline
         reported = engine.get_global_grad_norm()
         if reported is not None:

@@ -103,10 +103,8 @@ def read_logs(log_dir: Path) -> str:
     )
 
 
-def run(
-    world: int, args: list[str], log_dir: Path, expect: int = 0, timeout: float = 300, **kw
-) -> None:
-    codes = wait(launch(world, args, log_dir, **kw), log_dir, timeout, ok=(expect,))
+def run(world: int, args: list[str], log_dir: Path, expect: int = 0, **kw) -> None:
+    codes = wait(launch(world, args, log_dir, **kw), log_dir, ok=(expect,))
     assert all(c == expect for c in codes), (
         f"exit codes {codes} (expected {expect}):\n{read_logs(log_dir)}"
     )
