@@ -14,7 +14,10 @@ class CheckpointConfig:
     resume: str = "auto"
     """auto (latest in the run directory, if any), none (refuse if checkpoints exist) or a path."""
     reshard: bool = True
-    """Resume a checkpoint saved with another parallel layout through a universal checkpoint."""
+    """Resume a checkpoint saved with another parallel layout (mbtrain's own resharding)."""
+    allow_pickle: bool = False
+    """Unpickle arbitrary objects from checkpoint files: only for checkpoints you wrote yourself
+    with an older mbtrain (which pickled numpy arrays); by default only data is loaded."""
 
     def validate(self) -> list[str]:
         errors = []

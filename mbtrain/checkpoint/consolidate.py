@@ -4,21 +4,50 @@ ZeRO 0-2 checkpoints hold the whole module in the model states file; ZeRO-3 part
 parameters themselves, and DeepSpeed's `zero_to_fp32` gathers them from the optimizer
 partitions. Checkpoints of tensor- or pipeline-parallel runs are merged by
 `mbtrain.parallel` (their shards must be concatenated along the split dimension).
+
+What `load_model` (eval, generate) reads, in this order: an export directory
+(safetensors + JSON, data only); a run directory's `export/` when it is at least as new as the
+run's newest checkpoint; otherwise the newest checkpoint that passes `integrity.py`. Every
+checkpoint is checked before anything in it is read, including DeepSpeed's own ZeRO-3 reader,
+which unpickles freely: the check has then already found the pickles to hold only data. A
+damaged newest checkpoint is skipped (one line on stderr says so) and the previous one used;
+nothing is renamed, since a training job may be running in that directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
 
 from mbtrain.checkpoint.export import strip_prefix
-from mbtrain.checkpoint.layout import is_complete, read_marker, resolve_checkpoint, tag_for_step
+from mbtrain.checkpoint.integrity import checkpoint_problem
+from mbtrain.checkpoint.layout import (
+    is_complete,
+    read_marker,
+    resolve_checkpoint,
+    resume_candidates,
+    step_of_tag,
+    tag_for_step,
+)
+from mbtrain.checkpoint.serialization import load_torch_file
 from mbtrain.errors import CheckpointError
 
 
-def find_checkpoint(path: str | Path, step: int | None = None) -> tuple[Path, str]:
+def _checked(root: Path, tag: str, allow_pickle: bool) -> None:
+    problem = checkpoint_problem(root / tag, allow_pickle=allow_pickle)
+    if problem is not None:
+        raise CheckpointError(f"{root / tag}: cannot be loaded: {problem.message}")
+
+
+def find_checkpoint(
+    path: str | Path, step: int | None = None, allow_pickle: bool = False
+) -> tuple[Path, str]:
+    """(root, tag) of a loadable checkpoint: the given step, the tag directory given, or the
+    newest one that passes the integrity check (damaged newer ones are skipped, with a line
+    on stderr)."""
     root, tag = resolve_checkpoint(path)
     if step is not None:
         tag = tag_for_step(step)
@@ -26,11 +55,29 @@ def find_checkpoint(path: str | Path, step: int | None = None) -> tuple[Path, st
             raise CheckpointError(f"{root}: no checkpoint for step {step}")
         if not is_complete(root / tag):
             raise CheckpointError(f"{root / tag}: checkpoint is incomplete")
-    return root, tag
+    if step is not None or step_of_tag(Path(path).name) is not None:
+        _checked(root, tag, allow_pickle)
+        return root, tag
+    skipped = []
+    for candidate in resume_candidates(root):
+        problem = checkpoint_problem(root / candidate, allow_pickle=allow_pickle)
+        if problem is None:
+            if skipped:
+                print(
+                    f"mbtrain: skipped damaged checkpoint(s) {', '.join(skipped)}; "
+                    f"using {candidate}",
+                    file=sys.stderr,
+                )
+            return root, candidate
+        if not problem.corrupt:
+            raise CheckpointError(f"{root / candidate}: refused: {problem.message}")
+        print(f"mbtrain: {root / candidate} cannot be loaded ({problem.message})", file=sys.stderr)
+        skipped.append(candidate)
+    raise CheckpointError(f"{root}: no loadable checkpoint ({len(skipped)} damaged)")
 
 
 def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(plain model state dict in float32, marker info) of a complete checkpoint."""
+    """(plain model state dict in float32, marker info) of a checked, complete checkpoint."""
     info = read_marker(root / tag)
     if info.get("tensor", 1) > 1 or info.get("pipeline", 1) > 1:
         from mbtrain.parallel.consolidate import merge_parallel_checkpoint
@@ -39,9 +86,7 @@ def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor]
     if info.get("zero_stage", 0) < 3:
         # ZeRO 0-2 keep whole parameters in the module: exactly the weights the engine computed
         # with (bf16 runs: the bf16 weights, upcast; the fp32 masters differ by rounding).
-        states = torch.load(
-            root / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-        )
+        states = load_torch_file(root / tag / "mp_rank_00_model_states.pt")
         return strip_prefix(states["module"]), info
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -64,20 +109,33 @@ def model_config_of(info: dict, root: Path):
     return ModelConfig(**{k: v for k, v in model.items() if k in names})
 
 
+def _export_is_current(run_dir: Path) -> bool:
+    """Whether `run_dir/export` holds weights at least as new as the newest checkpoint."""
+    from mbtrain.checkpoint.export import read_export_meta
+
+    meta = read_export_meta(run_dir / "export")
+    if meta is None:
+        return False
+    candidates = resume_candidates(run_dir / "checkpoints")
+    if not candidates:
+        return True
+    newest = step_of_tag(candidates[0]) or 0
+    return isinstance(meta.get("step"), int) and meta["step"] >= newest
+
+
 def load_model(path: str | Path, step: int | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A ready-to-use model from an export dir, a run dir or a checkpoint dir (CPU or GPU)."""
+    """A ready-to-use model from an export dir, a run dir or a checkpoint dir (CPU or GPU).
+
+    A run's safetensors export is preferred whenever it is current (see module docstring)."""
     from mbtrain.checkpoint.export import load_exported, load_weights
     from mbtrain.model import build_model
 
     path = Path(path)
     if (path / "model.json").is_file():
         return load_exported(path, device)
-    try:
-        root, tag = find_checkpoint(path, step)
-    except CheckpointError:
-        if step is None and (path / "export" / "model.json").is_file():
-            return load_exported(path / "export", device)
-        raise
+    if step is None and _export_is_current(path):
+        return load_exported(path / "export", device)
+    root, tag = find_checkpoint(path, step)
     state, info = checkpoint_state_dict(root, tag)
     cfg = model_config_of(info, root)
     model = build_model(cfg)

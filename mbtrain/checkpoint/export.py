@@ -3,6 +3,10 @@
 `<out>/model.safetensors` holds the plain model's state dict (no `model.` prefix, float32,
 full unsharded tensors); `<out>/model.json` holds the ModelConfig. `load_exported` needs
 only torch, safetensors and this package's model code.
+
+An export replaces only an earlier export: a directory whose model.json says
+`"format": "mbtrain-export-1"` and that holds nothing but the export's own files. Any other
+existing `--out` (a run directory, a folder of notes) is refused and left as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +23,40 @@ import torch.distributed as dist
 from mbtrain.errors import CheckpointError
 
 PREFIX = "model."
+FORMAT = "mbtrain-export-1"
+EXPORT_FILES = frozenset({"model.safetensors", "model.json"})
+
+
+def read_export_meta(path: str | Path) -> dict | None:
+    """model.json of an mbtrain export directory, or None if `path` is not one."""
+    try:
+        meta = json.loads((Path(path) / "model.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def check_export_target(out_dir: str | Path) -> None:
+    """CheckpointError unless `out_dir` is absent, empty, or an earlier export only."""
+    out_dir = Path(out_dir)
+    for parent in [out_dir, *out_dir.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise CheckpointError(f"{out_dir}: {parent} is a file, not a directory")
+        if parent.exists():
+            break
+    if not out_dir.exists():
+        return
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if read_export_meta(out_dir) is None and (others or any(out_dir.iterdir())):
+        raise CheckpointError(
+            f"{out_dir}: exists and is not an mbtrain export; refusing to replace it "
+            "(give --out a new or empty directory, or an earlier export)"
+        )
+    if others:
+        raise CheckpointError(
+            f"{out_dir}: an earlier export, but it also holds {', '.join(others[:5])}; "
+            "refusing to replace it (move those files, or give another --out)"
+        )
 
 
 def strip_prefix(state: dict) -> dict[str, torch.Tensor]:
@@ -39,11 +77,12 @@ def write_export(
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
+    check_export_target(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     # Tied weights share storage; safetensors refuses shared tensors, so clone.
     save_file({k: v.clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
-    meta = {"format": "mbtrain-export-1", "model": dataclasses.asdict(model_cfg), **(extra or {})}
+    meta = {"format": FORMAT, "model": dataclasses.asdict(model_cfg), **(extra or {})}
     (tmp / "model.json").write_text(json.dumps(meta, indent=2))
     if out_dir.exists():
         import shutil
@@ -57,7 +96,9 @@ def write_export(
     return out_dir
 
 
-def export_from_engine(engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = None) -> Path | None:
+def export_from_engine(
+    engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = None, step: int | None = None
+) -> Path | None:
     """Consolidate a live engine's weights on rank 0 and write them (all ranks must call)."""
     if cfg.parallel.tensor > 1 or cfg.parallel.pipeline > 1:
         from mbtrain.parallel.consolidate import consolidated_state_dict
@@ -68,13 +109,24 @@ def export_from_engine(engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = No
     else:
         state = engine.module.state_dict()
     rank = dist.get_rank() if dist.is_initialized() else 0
-    path = None
+    path, problem = None, None
     if rank == 0:
-        path = write_export(
-            strip_prefix(state), cfg.model, out_dir, {"step": getattr(engine, "global_steps", None)}
-        )
-    if dist.is_initialized():
-        dist.barrier()
+        try:
+            path = write_export(
+                strip_prefix(state),
+                cfg.model,
+                out_dir,
+                {"step": step if step is not None else getattr(engine, "global_steps", None)},
+            )
+        except (CheckpointError, OSError) as e:
+            problem = str(e)
+    # Every rank learns the outcome: one raising alone would leave the others in a barrier.
+    problems = [problem]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        problems = [None] * dist.get_world_size()
+        dist.all_gather_object(problems, problem)
+    if problems[0]:
+        raise CheckpointError(f"export failed: {problems[0]}")
     return path
 
 

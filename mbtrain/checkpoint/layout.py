@@ -5,6 +5,10 @@ plus one `mbtrain_rank<R>.pt` per rank (RNG and data-loader state) and, last of 
 marker `mbtrain_complete.json`, written by rank 0 only after every rank has finished.
 `checkpoints/latest` (DeepSpeed's own format: the tag as text, so `zero_to_fp32.py` works)
 is replaced atomically after the marker. A directory without the marker never loads.
+
+A checkpoint that cannot be loaded (`integrity.py`), a newer one abandoned by a rollback, or
+one about to be overwritten is never deleted: it is renamed aside, `<tag>.<why>-<time>`
+(`set_aside`), out of the `stepNNNNNNNN` namespace, so nothing loads or prunes it again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 COMPLETE_MARKER = "mbtrain_complete.json"
@@ -33,7 +38,83 @@ def is_complete(ckpt_dir: Path) -> bool:
 
 
 def read_marker(ckpt_dir: Path) -> dict:
-    return json.loads((ckpt_dir / COMPLETE_MARKER).read_text())
+    """The completion marker's content; CheckpointError if it is missing or not valid JSON."""
+    from mbtrain.errors import CheckpointError
+
+    path = Path(ckpt_dir) / COMPLETE_MARKER
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{ckpt_dir}: checkpoint is incomplete (no {COMPLETE_MARKER})"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return info
+
+
+def named_latest(root: Path) -> str | None:
+    """The tag the `latest` file names (whatever its state), or None."""
+    try:
+        tag = (Path(root) / LATEST).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return tag if step_of_tag(tag) is not None else None
+
+
+def resume_candidates(root: Path) -> list[str]:
+    """Complete tags a restart may resume from, best first (newest step first).
+
+    `latest` decides which lineage is current. A user rolls a run back (after a loss spike)
+    by pointing `latest` at an older tag; the newer tags are then abandoned and must not come
+    back at the next restart, nor be fallen back to. A newer tag is abandoned if its marker is
+    older than the `latest` file; one whose marker is newer was completed after `latest` was
+    last written, i.e. a crash came between its marker and the update of `latest`, and it is
+    the newest checkpoint of the current lineage. Without a `latest`, every complete tag.
+    """
+    root = Path(root)
+    tags = complete_tags(root)
+    named = named_latest(root)
+    if named is not None:
+        cap = step_of_tag(named) or 0
+        try:
+            published = (root / LATEST).stat().st_mtime_ns
+        except OSError:
+            published = 0
+
+        def current(tag: str) -> bool:
+            if (step_of_tag(tag) or 0) <= cap:
+                return True
+            try:
+                return (root / tag / COMPLETE_MARKER).stat().st_mtime_ns > published
+            except OSError:
+                return False
+
+        tags = [t for t in tags if current(t)]
+    return tags[::-1]
+
+
+def abandoned_tags(root: Path) -> list[str]:
+    """Complete tags that a rollback of `latest` abandoned (newer than every candidate)."""
+    candidates = resume_candidates(root)
+    if not candidates:
+        return []
+    first = step_of_tag(candidates[0]) or 0
+    return [t for t in complete_tags(root) if (step_of_tag(t) or 0) > first]
+
+
+def set_aside(root: Path, tag: str, why: str) -> Path:
+    """Rename checkpoint `tag` to `<tag>.<why>-<UTC time>` (never deleted); return the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    dest = Path(root) / f"{tag}.{why}-{stamp}"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = Path(root) / f"{tag}.{why}-{stamp}-{n}"
+    os.replace(Path(root) / tag, dest)
+    return dest
 
 
 def complete_tags(root: Path) -> list[str]:
@@ -45,29 +126,24 @@ def complete_tags(root: Path) -> list[str]:
 
 
 def latest_complete(root: Path) -> str | None:
-    """The tag `latest` names if it is complete, else the newest complete one.
-
-    `latest` wins over a newer complete tag: a user rolls a run back (after a loss spike) by
-    pointing `latest` at an older tag, and the abandoned newer ones must not come back at the
-    next restart. The price: a crash between a checkpoint's marker and the `latest` update (an
-    atomic rename right after it) resumes from the previous checkpoint.
-    """
-    latest = root / LATEST
-    if latest.is_file():
-        tag = latest.read_text().strip()
-        if tag and is_complete(root / tag):
-            return tag
-    tags = complete_tags(root)
-    return tags[-1] if tags else None
+    """The checkpoint a restart resumes from: the first of `resume_candidates`, or None."""
+    candidates = resume_candidates(root)
+    return candidates[0] if candidates else None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write aside, fsync, rename over `path`, fsync the directory: all or nothing, durable."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, str]:

@@ -17,10 +17,14 @@ from mbtrain.cluster.submit import submit
 def _cmd_submit(args: argparse.Namespace) -> int:
     # Imported here: the config package composes every component's config, which the
     # status and cancel commands do not need.
-    from mbtrain.config import load_config, save_config
+    from mbtrain.config import check_layout, load_config, save_config
 
     cfg = load_config(args.recipe, args.overrides)
     run_dir = Path(cfg.run.dir).absolute()
+    # The same layout check as `train --dry-run`, for the job's world: before any allocation.
+    check_layout(cfg, cfg.cluster.world_size)
+    if not args.force:
+        _refuse_if_busy(run_dir)
     if args.dry_run:
         script = submit(run_dir, cfg.cluster, None, dry_run=True, job_name=cfg.run.name)
         print(f"# dry run: would write {run_dir / 'config.yaml'} and submit:")
@@ -31,6 +35,28 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     print(f"submitted job {job_id} for run {cfg.run.name!r} in {run_dir}")
     print(f"  mbtrain status {run_dir}")
     return 0
+
+
+def _refuse_if_busy(run_dir: Path) -> None:
+    """A job of this run still queued or running, or a trainer holding the run directory,
+    would have its code/ and config.yaml replaced under it: refuse (``--force`` overrides)."""
+    from mbtrain.cluster.status import active_jobs
+    from mbtrain.cluster.submit import SubmitError
+    from mbtrain.train.lock import run_dir_in_use
+
+    jobs = active_jobs(run_dir)
+    if jobs:
+        listed = ", ".join(f"{j} ({state})" for j, state in jobs)
+        raise SubmitError(
+            f"{run_dir}: job {listed} of this run is still in Slurm; submitting again would "
+            "replace its code/ and config.yaml under it. Wait, `mbtrain cancel` it, or pass --force"
+        )
+    holder = run_dir_in_use(run_dir)
+    if holder:
+        raise SubmitError(
+            f"{run_dir}: a trainer is using this run directory ({holder}); wait for it to "
+            "end, or pass --force"
+        )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -59,6 +85,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument(
         "--dry-run", action="store_true", help="validate and print the batch script only"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="submit even while a job of this run is pending or running",
     )
     p.set_defaults(func=_cmd_submit)
 

@@ -20,8 +20,19 @@ _SBATCH_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:@+=/\-\[\]|&!()*]+$")
 
 
 def parse_time(value: str) -> int:
-    """Seconds of a Slurm time limit "HH:MM:SS" or "D-HH:MM:SS"; ValueError if malformed."""
-    m = _TIME_RE.match(value.strip()) if isinstance(value, str) else None
+    """Seconds of a Slurm time limit "HH:MM:SS" or "D-HH:MM:SS"; ValueError if malformed.
+
+    Only the exact forms are accepted (no surrounding whitespace): the value is written on an
+    `#SBATCH --time=` line, where a newline would end the `#SBATCH` block early."""
+    m = _TIME_RE.match(value) if isinstance(value, str) else None
+    if not m and isinstance(value, str) and value.isdigit():
+        # YAML 1.1 reads an unquoted 12:00:00 as a base-60 number (43200) before we see it.
+        n = int(value)
+        as_time = f"{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}"
+        raise ValueError(
+            f"got the number {n}: YAML reads an unquoted {as_time} as {n} (base 60); quote "
+            f'it: time: "{as_time}"'
+        )
     if not m:
         raise ValueError(f'expected "HH:MM:SS" or "D-HH:MM:SS", got {value!r}')
     d, h, mi, s = (int(m.group(k) or 0) for k in ("d", "h", "m", "s"))
@@ -131,6 +142,14 @@ class ClusterConfig:
         if self.python and any(c in self.python for c in "\r\n\0"):
             errors.append(f"cluster.python: must be a path on one line, got {self.python!r}")
         return errors
+
+    @property
+    def time_limit(self) -> str:
+        """The time limit in Slurm's "D-HH:MM:SS" form, normalised from `time` (validated)."""
+        seconds = parse_time(self.time)
+        d, rest = divmod(seconds, 86400)
+        text = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+        return f"{d}-{text}" if d else text
 
     @property
     def world_size(self) -> int:

@@ -1,4 +1,5 @@
-"""Render sbatch scripts from the templates in `cluster/templates/`.
+"""Render sbatch scripts from the templates shipped in the package (`mbtrain/resources/cluster/`,
+package data, so a plain `pip install` has them).
 
 Two kinds of text end up in a batch script and each gets its own rule:
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from mbtrain.cluster.config import ClusterConfig, sbatch_value_problem
 from mbtrain.errors import ConfigError
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cluster" / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "resources" / "cluster"
 REQUEUE_EXIT_CODE = 75
 """Exit code of a rank that saved a checkpoint on request and wants the job requeued."""
 STEP_EXIT_WAIT_S = 120
@@ -151,7 +152,7 @@ def render_train_script(
         nodes=cfg.nodes,
         tasks_per_node=cfg.tasks_per_node,
         cpus_per_task=cfg.cpus_per_task,
-        time=cfg.time,
+        time=cfg.time_limit,
         signal=f"B:USR1@{cfg.signal_seconds}",
         sbatch_lines=sbatch_lines(options),
         setup_lines="\n".join(cfg.setup),
@@ -190,7 +191,7 @@ def render_prepare_script(
     return _load_template("prepare.sbatch", template_dir).substitute(
         job_name=safe_job_name(job_name),
         cpus_per_task=cfg.cpus_per_task,
-        time=cfg.time,
+        time=cfg.time_limit,
         log_pattern=log_pattern,
         sbatch_lines=sbatch_lines([*resource_options(cfg), *extra_options]),
         setup_lines="\n".join(cfg.setup),

@@ -109,6 +109,7 @@ _EVENT_STATE = {
     "failed": "FAILED",
     "stopped": "STOPPED",
     "requeue": "REQUEUED",
+    "requeue-hang": "REQUEUED (hung step)",
     "start": "RUNNING?",
 }
 
@@ -222,6 +223,19 @@ def cancel(run_dir: str | Path) -> list[str]:
     if proc.returncode != 0:
         raise MbtrainError(f"scancel {' '.join(live)} failed: {proc.stderr.strip()}")
     return live
+
+
+def active_jobs(run_dir: str | Path) -> list[tuple[str, str]]:
+    """(job id, Slurm state) of the run's training jobs that Slurm still has pending, running
+    or requeued (anything not finished); jobs Slurm no longer knows are over."""
+    out = []
+    for job_id in dict.fromkeys(
+        str(j["job_id"]) for j in read_jobs(run_dir) if j.get("kind", "train") == "train"
+    ):
+        rec = slurm_job(job_id)
+        if rec and not _finished(rec.get("JobState")):
+            out.append((job_id, rec.get("JobState") or "?"))
+    return out
 
 
 def _finished(state: str | None) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mbtrain.config.interpolation import env_fed_keys, free_text_keys
 from mbtrain.config.schema import RunConfig
 from mbtrain.config.sources import Layer, read_override_layer, read_recipe_layers
 from mbtrain.config.typed import build_typed
@@ -34,6 +35,20 @@ def _merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
         origins.update(layer.origins)
     try:
         merged = OmegaConf.merge(*(OmegaConf.create(layer.values) for layer in layers))
+        raw = OmegaConf.to_container(merged, resolve=False)
+        leaked = env_fed_keys(raw, free_text_keys(RunConfig))
+        if leaked:
+            raise _problems(
+                "invalid config",
+                [
+                    f"{key}: takes its value from an environment variable "
+                    f"(${{oc.env:...}}){f' ({origins[key]})' if key in origins else ''}; "
+                    "free text is written into config.yaml, job names and wandb, so the "
+                    "environment may feed only paths (run.dir, data.*, checkpoint.resume, "
+                    "cluster.python) and numbers: write the text itself"
+                    for key in leaked
+                ],
+            )
         resolved = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", "") or ""

@@ -7,6 +7,7 @@ other recipes with a top-level `base:` (a path, or a list of paths, relative to 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,17 @@ def _node_to_python(node: yaml.Node, prefix: str, origin: str, origins: dict[str
             origins[dotted] = f"{origin}:{key_node.start_mark.line + 1}"
             out[key] = _node_to_python(value_node, dotted, origin, origins)
         return out
-    # Scalars and sequences: let PyYAML's own constructor give them their types.
-    return yaml.safe_load(yaml.serialize(node))
+    # Scalars and sequences: let PyYAML's own (safe) constructor give them their types.
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.constructor.ConstructorError:
+        # e.g. `!!python/object/apply:os.system`: recipes are data, and safe loading refuses
+        # tags that would build objects.
+        where = f"{origin}:{node.start_mark.line + 1}"
+        raise ConfigError(
+            f"{where}: {prefix or 'value'}: tag {node.tag!r} is not allowed; a recipe holds "
+            "plain YAML values only (strings, numbers, booleans, lists, mappings)"
+        ) from None
 
 
 def read_yaml_layer(path: str | Path) -> Layer:
@@ -84,7 +94,13 @@ def read_recipe_layers(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[L
     return layers
 
 
+_SEXAGESIMAL = re.compile(r"^\s*\d+(:[0-5]?\d)+\s*$")
+
+
 def _parse_value(text: str) -> Any:
+    # YAML 1.1 reads "12:00:00" as the base-60 number 43200; on a command line it is a time.
+    if _SEXAGESIMAL.match(text):
+        return text.strip()
     # YAML 1.1 reads "1e-3" as a string; users mean a number.
     value = yaml.safe_load(text) if text.strip() else ""
     if isinstance(value, str):

@@ -40,6 +40,13 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pack", dest="pack", action="store_true", default=None, help="pack short docs")
     g.add_argument("--pad", dest="pack", action="store_false", help="pad each doc's last window")
     p.add_argument("--utf8-errors", choices=list(UTF8_POLICIES))
+    p.add_argument(
+        "--no-decompress",
+        dest="decompress",
+        action="store_false",
+        default=None,
+        help="store raw .gz/.zst/.xz/.bz2 files compressed (default: decompress them)",
+    )
     p.add_argument("--workers", type=int, help="local worker processes")
     p.add_argument("--worker-index", type=int, help="index of this job (e.g. SLURM_ARRAY_TASK_ID)")
     p.add_argument("--worker-count", type=int, help="number of independent jobs")
@@ -93,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> PrepareConfig:
     for name in (
         "out", "exclude", "seq_len", "val_fraction", "val_docs", "text_field", "format", "pack",
         "utf8_errors", "workers", "worker_index", "worker_count", "seed", "local_dir", "progress",
+        "decompress",
     ):  # fmt: skip
         v = getattr(args, name, None)
         if v is not None:

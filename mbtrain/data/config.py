@@ -36,6 +36,9 @@ class PrepareConfig:
     """Input format: `auto` (by suffix), or force `raw`, `jsonl`, `parquet`, `arrow` for all."""
     pack: bool = True
     """Pack short documents (and tails) back to back into full windows; False pads each alone."""
+    decompress: bool = True
+    """Raw files ending in .gz, .zst, .xz or .bz2 are decompressed (one document each); False
+    stores their compressed bytes as they are."""
     utf8_errors: str = "fail"
     """Invalid UTF-8 in text fields: `fail` (stop), `skip` (drop the record), `replace` (U+FFFD)."""
     workers: int = 1

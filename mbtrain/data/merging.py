@@ -42,6 +42,7 @@ def merge(out: str) -> PrepareResult:
             f"{out}: parts {missing} of {total} are not finished; re-run prepare for them "
             "(finished parts are skipped), then merge"
         )
+    refuse_empty(out, stats)
     if storage.is_remote(out):
         _merge_remote(out, names)
     else:
@@ -73,6 +74,30 @@ def merge(out: str) -> PrepareResult:
         }
         storage.write_json(storage.join(out, sp, "mbtrain.json"), meta)
     return PrepareResult(out, stats, merged=True)
+
+
+def refuse_empty(out: str, stats: dict) -> None:
+    """A dataset without training documents is never published (no mbtrain.json is written,
+    so nothing can train on it by mistake); the error says what happened to the inputs."""
+    docs = stats["documents"]
+    if docs["train"]:
+        return
+    skipped = stats.get("skipped", [])
+    why = ""
+    if skipped:
+        reasons: dict[str, int] = {}
+        for x in skipped:
+            reasons[x["reason"]] = reasons.get(x["reason"], 0) + 1
+        top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+        why = "; skipped: " + ", ".join(f"{n} x {r}" for r, n in top)
+        first = skipped[0]["where"]
+        why += f" (first: {first}; all in {storage.join(out, 'parts')})"
+    what = (
+        f"all {docs['val']} document(s) went to val (lower --val-fraction or add documents)"
+        if docs["val"]
+        else "no document was read from the inputs (check --format / --text-field)"
+    )
+    raise DataError(f"{out}: not published: {what}{why}")
 
 
 def _merge_local(split_dir: str, names: list[str]) -> None:

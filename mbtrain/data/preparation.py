@@ -28,8 +28,15 @@ from dataclasses import asdict, dataclass, field
 
 from mbtrain.data import storage
 from mbtrain.data.config import PrepareConfig
-from mbtrain.data.sources import EMPTY, SourceFile, expand_inputs, make_utf8, read_documents
-from mbtrain.data.split import Splitter
+from mbtrain.data.sources import (
+    EMPTY,
+    SourceFile,
+    compression_of,
+    expand_inputs,
+    make_utf8,
+    read_documents,
+)
+from mbtrain.data.split import RULE_VERSION, Splitter
 from mbtrain.data.windows import Windower
 from mbtrain.data.writer import PartWriter
 from mbtrain.errors import ConfigError, DataError
@@ -63,6 +70,13 @@ class PrepareResult:
                 for sp in SPLITS
             )
         ]
+        if s.get("split_note"):
+            lines.append(f"split: {s['split_note']}")
+        if s.get("excluded"):
+            lines.append(f"not read (listed in stats.json as excluded): {len(s['excluded'])}")
+            lines += [f"  {x['where']}: {x['reason']}" for x in s["excluded"][:5]]
+        if s.get("decompressed"):
+            lines.append(f"{s['decompressed']} compressed files (.gz/.zst/.xz/.bz2) decompressed")
         if s.get("empty"):
             lines.append(f"{len(s['empty'])} empty files/records ignored (listed in stats.json)")
         if s.get("utf8_replaced"):
@@ -97,6 +111,8 @@ def fingerprint(cfg: PrepareConfig, total_parts: int) -> dict:
         "val_docs": hashlib.sha1("\n".join(sorted(cfg.val_docs)).encode()).hexdigest(),
         "seed": cfg.seed,
         "compression": cfg.compression,
+        "decompress": cfg.decompress,
+        "split_rule": RULE_VERSION,
         "total_parts": total_parts,
     }
 
@@ -121,8 +137,10 @@ def empty_stats() -> dict:
         "samples": dict.fromkeys(SPLITS, 0),
         "sources": {},
         "skipped": [],
+        "excluded": [],
         "empty": [],
         "utf8_replaced": 0,
+        "decompressed": 0,
     }
 
 
@@ -135,8 +153,12 @@ def add_stats(total: dict, part: dict) -> None:
         for k in t:
             t[k] += c[k]
     total["skipped"] += part["skipped"]
+    total["excluded"] += part.get("excluded", [])
     total["empty"] += part.get("empty", [])
     total["utf8_replaced"] += part["utf8_replaced"]
+    total["decompressed"] += part.get("decompressed", 0)
+    if part.get("split_note"):
+        total["split_note"] = part["split_note"]
 
 
 def run_part(
@@ -146,6 +168,8 @@ def run_part(
     sources: list[SourceFile],
     pre_skipped: list[dict],
     position: int = 0,
+    splitter: Splitter | None = None,
+    pre_excluded: list[dict] = (),
 ) -> dict:
     """Write part `k`: read its sources, split, window, write both splits, then its marker."""
     name = part_name(k, total)
@@ -158,6 +182,7 @@ def run_part(
         return done
     stats = empty_stats()
     stats["skipped"] = list(pre_skipped)
+    stats["excluded"] = list(pre_excluded)
 
     def report(where: str, reason: str) -> None:
         if reason == EMPTY:  # nothing is lost: listed, but does not make the exit code 3
@@ -166,7 +191,9 @@ def run_part(
             stats["skipped"].append({"where": where, "reason": reason})
 
     utf8 = make_utf8(cfg.utf8_errors, report)
-    splitter = Splitter(cfg.val_fraction, cfg.val_docs, cfg.seed)
+    splitter = splitter or Splitter(cfg.val_fraction, cfg.val_docs, cfg.seed, sources)
+    if k == 0 and splitter.note:
+        stats["split_note"] = splitter.note
     stage = cfg.local_dir or None
     writers: dict[str, PartWriter] = {}
     try:
@@ -177,7 +204,9 @@ def run_part(
         for src in sources:
             c = stats["sources"].setdefault(src.spec, {"files": 0, "documents": 0, "bytes": 0})
             c["files"] += 1
-            for doc_id, data in read_documents(src, cfg.text_field, utf8, report):
+            unpacked = cfg.decompress and src.format == "raw" and compression_of(src.path)
+            for doc_id, data in read_documents(src, cfg.text_field, utf8, report, cfg.decompress):
+                stats["decompressed"] += 1 if unpacked else 0
                 sp = splitter.split_of(doc_id, src.file_id)
                 windowers[sp].add(doc_id, data)
                 stats["documents"][sp] += 1
@@ -242,17 +271,22 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     errs = cfg.validate()
     if errs:
         raise ConfigError("; ".join(errs))
+    check_output_path(cfg.out)
     total = cfg.worker_count * cfg.workers
     mine = list(range(cfg.worker_index * cfg.workers, (cfg.worker_index + 1) * cfg.workers))
     expansion_skips: list[dict] = []
+    excluded: list[dict] = []
     sources = expand_inputs(
         cfg.inputs,
         cfg.format,
         lambda w, r: expansion_skips.append({"where": w, "reason": r}),
         cfg.exclude,
+        excluded=lambda w, r: excluded.append({"where": w, "reason": r}),
+        skip_dirs=[] if storage.is_remote(cfg.out) else [cfg.out],
     )
     if not sources:
         raise DataError(f"no input files found in {cfg.inputs}")
+    splitter = Splitter(cfg.val_fraction, cfg.val_docs, cfg.seed, sources)
 
     layout_path = storage.join(cfg.out, "layout.json")
     fp = fingerprint(cfg, total)
@@ -268,7 +302,16 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
 
     assignment = assign_parts(sources, total)
     jobs = [
-        (cfg, k, total, assignment[k], expansion_skips if k == 0 else [], i)
+        (
+            cfg,
+            k,
+            total,
+            assignment[k],
+            expansion_skips if k == 0 else [],
+            i,
+            splitter,
+            excluded if k == 0 else [],
+        )
         for i, k in enumerate(mine)
     ]
     if cfg.workers == 1:
@@ -290,6 +333,25 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     for r in results:
         add_stats(stats, r)
     return PrepareResult(cfg.out, stats, merged=False)
+
+
+def check_output_path(out: str) -> None:
+    """ConfigError if a local `out` is, or lies under, something that is not a directory."""
+    if storage.is_remote(out):
+        return
+    path = os.path.abspath(out)
+    while True:
+        if os.path.lexists(path):
+            if not os.path.isdir(path):
+                what = (
+                    "is a file" if path == os.path.abspath(out) else f"lies under the file {path}"
+                )
+                raise ConfigError(f"--out {out}: {what}; give a directory (new or earlier output)")
+            return
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
 
 
 def _diff(a: dict, b: dict) -> str:

@@ -94,13 +94,30 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
+_MDS_SHARD = re.compile(r"^shard\.\d+\.mds(\.\w+)?$")
+
+
+def is_dataset_dir(names: set[str]) -> bool:
+    """A directory listing that belongs to a prepared dataset: an mbtrain output root
+    (layout.json beside parts/), an mbtrain split (mbtrain.json beside index.json), or any
+    MDS directory (index.json beside shard.NNNNN.mds files)."""
+    if "layout.json" in names and "parts" in names:
+        return True
+    if "index.json" not in names:
+        return False
+    return "mbtrain.json" in names or any(_MDS_SHARD.match(n) for n in names)
+
+
 def _walk(
     root: str,
     report: Report,
     prune: Callable[[str], bool] | None = None,
     name_ok: Callable[[str], object] | None = None,
+    excluded: Report | None = None,
+    skip_real: frozenset[str] = frozenset(),
 ) -> Iterator[tuple[str, str, str]]:
-    """Yield `(path, rel, real)` of the files under `root`, recursively, following symlinks.
+    """Yield `(path, rel, real)` of the regular files under `root`, recursively, following
+    symlinks.
 
     `rel` is the path relative to `root` with `/` separators, `real` the resolved path. Loops
     are reported once each. Directories for which `prune(rel)` is true are not entered (an
@@ -112,15 +129,25 @@ def _walk(
     through a symlink loop until the path is too long; here the chain of real paths of the
     ancestors detects a loop at its first repetition. Paths are built as we go: no
     relpath/realpath per file (they dominated the walk of a large tree).
+
+    Never entered, and listed through `excluded` (not counted as skipped input): directories
+    whose real path is in `skip_real` (the output being written) and prepared datasets
+    (`is_dataset_dir`), whose shards must not come back as documents. Special files (FIFOs,
+    sockets, devices) are reported and passed over: reading a FIFO blocks forever.
     """
 
     def listing(d: str) -> list | None:
         try:
             with os.scandir(d) as it:
-                return sorted((e.name, e) for e in it if not e.name.startswith("."))
+                entries = [(e.name, e) for e in it]
         except OSError as e:
             report(d, f"unreadable directory ({e.strerror or e})")
             return None
+        if is_dataset_dir({n for n, _ in entries}):
+            if excluded is not None:
+                excluded(d, "a prepared dataset (MDS shards), not documents")
+            return []
+        return sorted((n, e) for n, e in entries if not n.startswith("."))
 
     # Depth first, entries by name, with an explicit stack: nested generators cost a frame
     # switch per file and level. Paths are joined by hand (os.path.join per file shows).
@@ -152,10 +179,17 @@ def _walk(
             p = d_ + name
             real = os.path.realpath(p) if link else real_ + name
             if not is_dir:
+                if not e.is_file(follow_symlinks=True):  # d_type: no extra syscall
+                    report(p, _special_reason(p))
+                    continue
                 yield p, rel + name, real
                 continue
             if real in ancestors:
                 report(p, f"symlink loop (points back to {real})")
+                continue
+            if real in skip_real:
+                if excluded is not None:
+                    excluded(p, "the output directory of this prepare")
                 continue
             r = rel + name
             if prune is not None and prune(r):
@@ -166,6 +200,32 @@ def _walk(
                 break  # descend now; this directory's iterator resumes afterwards
         else:
             stack.pop()
+
+
+def _special_reason(path: str) -> str:
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return _os_reason(e)
+    kind = (
+        "a FIFO" if stat.S_ISFIFO(mode)
+        else "a socket" if stat.S_ISSOCK(mode)
+        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )  # fmt: skip
+    return f"{kind}, not a regular file: passed over"
+
+
+def safe_id(text: str) -> str:
+    """`text` as valid Unicode: bytes of a file name that are not UTF-8 (which Python carries
+    as surrogate escapes) become `\\xNN`, so ids can be hashed, stored in shards and JSON."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _pruner(exclude: list[str]) -> Callable[[str], bool] | None:
@@ -200,12 +260,20 @@ def _glob_root(spec: str) -> str:
 
 
 def expand_inputs(
-    specs: list[str], forced_format: str, report: Report, exclude: list[str] = ()
+    specs: list[str],
+    forced_format: str,
+    report: Report,
+    exclude: list[str] = (),
+    excluded: Report | None = None,
+    skip_dirs: list[str] = (),
 ) -> list[SourceFile]:
     """Resolve files, directories and globs into a sorted, de-duplicated list of sources.
 
     Raises DataError for a spec that names nothing at all (a typo should fail fast).
+    `skip_dirs` (e.g. the output directory) and prepared datasets are never walked into; they
+    go to `excluded`, not `report`.
     """
+    skip_real = frozenset(os.path.realpath(d) for d in skip_dirs)
     # (path, spec, root, rel to root or None for a file named directly, real path or None)
     found: list[tuple[str, str, str, str | None, str | None]] = []
     rxs = [_glob_regex(x) for x in exclude]
@@ -220,15 +288,21 @@ def expand_inputs(
             name_ok = None if "**" in last else _glob_regex(last).match
             hits = [
                 (p, spec, root, r, real)
-                for p, r, real in _walk(root, report, prune, name_ok)
+                for p, r, real in _walk(root, report, prune, name_ok, excluded, skip_real)
                 if rx.match(r)
             ]
             if not hits:
                 raise DataError(f"input {spec!r}: the glob matches no file")
             found += hits
         elif os.path.isdir(spec_x):
-            found += [(p, spec, spec_x, r, real) for p, r, real in _walk(spec_x, report, prune)]
+            found += [
+                (p, spec, spec_x, r, real)
+                for p, r, real in _walk(spec_x, report, prune, None, excluded, skip_real)
+            ]
         elif os.path.lexists(spec_x):
+            if not os.path.isfile(spec_x):
+                report(spec_x, _special_reason(spec_x))
+                continue
             root = os.path.dirname(spec_x) or "."
             found.append((spec_x, spec, root, None, None))
         else:
@@ -261,7 +335,7 @@ def expand_inputs(
                 pr = os.path.relpath(os.path.abspath(root), common).replace(os.sep, "/")
                 prefix[root] = "" if pr == "." else pr + "/"
             fid = prefix[root] + rel
-        out.append(SourceFile(path, spec, fid, detect_format(path, forced_format), size))
+        out.append(SourceFile(path, spec, safe_id(fid), detect_format(path, forced_format), size))
     out.sort(key=lambda s: s.file_id)
     return out
 
@@ -507,20 +581,61 @@ def _read_file(path: str, size_hint: int = 0) -> bytes | OSError:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_raw(src: SourceFile, report: Report) -> Iterator[tuple[str, bytes]]:
+_COMPRESSED = {".gz": "gzip", ".zst": "zstd", ".xz": "xz", ".bz2": "bzip2"}
+
+
+def compression_of(path: str) -> str | None:
+    """The compression a raw file's suffix names (`gzip`, `zstd`, `xz`, `bzip2`), or None."""
+    return _COMPRESSED.get(os.path.splitext(path)[1].lower())
+
+
+def _decompress(data: bytes, kind: str) -> bytes:
+    if kind == "gzip":
+        return gzip.decompress(data)
+    if kind == "xz":
+        import lzma
+
+        return lzma.decompress(data)
+    if kind == "bzip2":
+        import bz2
+
+        return bz2.decompress(data)
+    import io
+
+    import zstandard  # frames without a content size (streamed) need the streaming reader
+
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as r:
+        out = r.read()
+    return out
+
+
+def read_raw(
+    src: SourceFile, report: Report, decompress: bool = True
+) -> Iterator[tuple[str, bytes]]:
     data = _read_file(src.path, src.size)
     if isinstance(data, OSError):
         report(src.path, _os_reason(data))
-    elif not data:
+        return
+    kind = compression_of(src.path) if decompress else None
+    if kind and data:
+        try:
+            data = _decompress(data, kind)
+        except Exception as e:  # each library raises its own error types
+            report(
+                src.path,
+                f"corrupt {kind} data ({str(e).splitlines()[0] if str(e) else type(e).__name__}); not stored",
+            )
+            return
+    if not data:
         report(src.path, EMPTY)
     else:
         yield src.file_id, data
 
 
 def read_documents(
-    src: SourceFile, field: str, utf8: _Utf8, report: Report
+    src: SourceFile, field: str, utf8: _Utf8, report: Report, decompress: bool = True
 ) -> Iterator[tuple[str, bytes]]:
-    """All documents of one source file, in file order."""
+    """All documents of one source file, in file order (raw files decompressed by suffix)."""
     if src.format != "raw":
         try:
             with open(src.path, "rb") as f:
@@ -535,7 +650,7 @@ def read_documents(
     elif src.format in ("parquet", "arrow"):
         yield from read_table(src, field, utf8, report)
     else:
-        yield from read_raw(src, report)
+        yield from read_raw(src, report, decompress)
 
 
 def make_utf8(policy: str, report: Report) -> _Utf8:

@@ -478,8 +478,13 @@ class PartWriter:
         (self.fast or self.writer).finish()
         if self.tmp is not None:
             os.replace(self.tmp, self.final)
+            self.tmp = None
 
     def close(self) -> None:
-        """Release the writer's thread without publishing (after an error elsewhere)."""
+        """Release the writer's thread without publishing (after an error elsewhere); the
+        unpublished local part is removed, so no half-written `.tmp` part stays behind."""
         if self.fast is not None:
             self.fast.close()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None

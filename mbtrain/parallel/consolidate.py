@@ -124,11 +124,15 @@ _LAYER_FILE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 _OPTIM_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
 
 
-def _load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def _load(path: Path, allow_pickle: bool = False) -> Any:
+    from mbtrain.checkpoint.serialization import load_torch_file
+
+    return load_torch_file(path, allow_pickle=allow_pickle)
 
 
-def _module_shards(ckpt: Path, pipeline: int, n_blocks: int) -> dict[str, dict[int, torch.Tensor]]:
+def _module_shards(
+    ckpt: Path, pipeline: int, n_blocks: int, allow_pickle: bool = False
+) -> dict[str, dict[int, torch.Tensor]]:
     """Plain name -> {tp rank: tensor} from the module-state files."""
     shards: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
     for f in sorted(ckpt.iterdir()):
@@ -137,7 +141,7 @@ def _module_shards(ckpt: Path, pipeline: int, n_blocks: int) -> dict[str, dict[i
             if not m:
                 continue
             idx, tp = int(m.group(1)), int(m.group(2))
-            for k, v in _load(f).items():
+            for k, v in _load(f, allow_pickle).items():
                 if torch.is_tensor(v):
                     shards[_to_plain(f"{idx}.{k}", True, n_blocks)][tp] = v.float()
         else:
@@ -145,14 +149,19 @@ def _module_shards(ckpt: Path, pipeline: int, n_blocks: int) -> dict[str, dict[i
             if not m:
                 continue
             tp = int(m.group(1))
-            for k, v in _load(f)["module"].items():
+            for k, v in _load(f, allow_pickle)["module"].items():
                 if torch.is_tensor(v):
                     shards[_to_plain(k, False, n_blocks)][tp] = v.float()
     return shards
 
 
 def _optim_shards(
-    ckpt: Path, tensor: int, pipeline: int, n_blocks: int, shapes: dict[tuple[str, int], torch.Size]
+    ckpt: Path,
+    tensor: int,
+    pipeline: int,
+    n_blocks: int,
+    shapes: dict[tuple[str, int], torch.Size],
+    allow_pickle: bool = False,
 ) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], int]:
     """Plain name -> {tp rank: {fp32, exp_avg, exp_avg_sq}} from ZeRO-1/2 partitions, and the step."""
     files: dict[int, dict[int, Path]] = defaultdict(dict)  # mp rank -> dp rank -> file
@@ -167,7 +176,7 @@ def _optim_shards(
         tp = mp % tensor
         pieces: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
         for dp in sorted(by_dp):
-            osd = _load(by_dp[dp])["optimizer_state_dict"]
+            osd = _load(by_dp[dp], allow_pickle)["optimizer_state_dict"]
             base = osd["base_optimizer_state"]["state"]
             for g, mapping in enumerate(osd["param_slice_mappings"]):
                 flat = {"fp32": osd["single_partition_of_fp32_groups"][g]}
@@ -187,7 +196,9 @@ def _optim_shards(
     return out, step
 
 
-def read_full_checkpoint(root: Path, tag: str, info: dict, model_cfg: Any) -> FullCheckpoint:
+def read_full_checkpoint(
+    root: Path, tag: str, info: dict, model_cfg: Any, allow_pickle: bool = False
+) -> FullCheckpoint:
     """Weights (and, for ZeRO-0/1/2, Adam moments) of any layout's checkpoint, unsharded."""
     from mbtrain.errors import CheckpointError
 
@@ -199,15 +210,15 @@ def read_full_checkpoint(root: Path, tag: str, info: dict, model_cfg: Any) -> Fu
             f"{ckpt}: merging ZeRO-3 checkpoints of tensor-parallel runs is not supported"
         )
     n_blocks = _n_blocks(model_cfg)
-    module = _module_shards(ckpt, pipeline, n_blocks)
+    module = _module_shards(ckpt, pipeline, n_blocks, allow_pickle)
     states_files = sorted(p for p in ckpt.iterdir() if _MP_FILE.match(p.name))
-    states = _load(states_files[0]) if states_files else {}
+    states = _load(states_files[0], allow_pickle) if states_files else {}
     weights = {k: merge_shards(k, [v[r] for r in sorted(v)]) for k, v in module.items()}
     optim: dict[str, dict[str, torch.Tensor]] = {}
     step = 0
     if zero in (1, 2):
         shapes = {(k, r): t.shape for k, v in module.items() for r, t in v.items()}
-        parts, step = _optim_shards(ckpt, tensor, pipeline, n_blocks, shapes)
+        parts, step = _optim_shards(ckpt, tensor, pipeline, n_blocks, shapes, allow_pickle)
         for k, by_tp in parts.items():
             ranks = sorted(by_tp)
             merged = {
@@ -217,7 +228,7 @@ def read_full_checkpoint(root: Path, tag: str, info: dict, model_cfg: Any) -> Fu
             optim[k] = merged
         _fill_tied(weights, optim)
     elif zero == 0:
-        optim, step = _zero0_optim(ckpt, tensor, pipeline, n_blocks, module)
+        optim, step = _zero0_optim(ckpt, tensor, pipeline, n_blocks, module, allow_pickle)
     return FullCheckpoint(weights, optim, step, states)
 
 
@@ -229,7 +240,7 @@ def _fill_tied(weights: dict[str, torch.Tensor], optim: dict) -> None:
 
 
 def _zero0_optim(
-    ckpt: Path, tensor: int, pipeline: int, n_blocks: int, module: dict
+    ckpt: Path, tensor: int, pipeline: int, n_blocks: int, module: dict, allow_pickle: bool = False
 ) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
     """Adam moments of a ZeRO-0 checkpoint: the torch optimizer's state, indexed by the
     parameter names `name_param_groups` stored in its param groups."""
@@ -240,7 +251,7 @@ def _zero0_optim(
         if not m:
             continue
         mp = int(m.group(1))
-        osd = _load(f).get("optimizer")
+        osd = _load(f, allow_pickle).get("optimizer")
         if not osd or "state" not in osd:
             continue
         for group in osd["param_groups"]:

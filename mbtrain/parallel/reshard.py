@@ -75,7 +75,7 @@ def load_resharded(engine: Any, root: Path, tag: str, info: dict, cfg: Any, mpu:
     """
     from mbtrain.parallel import is_pipeline
 
-    full = read_full_checkpoint(Path(root), tag, info, cfg.model)
+    full = read_full_checkpoint(Path(root), tag, info, cfg.model, cfg.checkpoint.allow_pickle)
     module = engine.module
     pipeline = is_pipeline(module)
     n_blocks = _n_blocks(cfg.model)

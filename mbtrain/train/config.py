@@ -44,6 +44,9 @@ class TrainConfig:
     """A step slower than factor x the median step time dumps every rank's stacks."""
     watchdog_min_s: float = 300.0
     """The watchdog never fires before a step has run this many seconds."""
+    watchdog_exit_s: float = 1800.0
+    """A step still stuck this long after the stack dump makes the rank exit with code 76, which
+    the Slurm script requeues (resume from the last checkpoint); 0: dump only, never exit."""
     sample_bytes: int = 200
     """Bytes generated at each evaluation as a sample (0: none)."""
     sample_prompt: str = ""
@@ -62,6 +65,8 @@ class TrainConfig:
         _choice(errors, "train.on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
         if self.watchdog_factor <= 1:
             errors.append(f"train.watchdog_factor: must be > 1, got {self.watchdog_factor}")
+        if self.watchdog_exit_s < 0:
+            errors.append(f"train.watchdog_exit_s: must be >= 0, got {self.watchdog_exit_s}")
         return errors
 
 

@@ -66,21 +66,41 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     def setup(self) -> None:
         from mbtrain.checkpoint.manager import CheckpointManager
+        from mbtrain.train.state import TrainState
 
         cfg = self.cfg
+        self._lock_run_dir()
         if self.rank == 0:
             (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
         self._build_engine()
         self._build_loaders()
         self.ckpt = CheckpointManager(
-            self.run_dir / "checkpoints", cfg.checkpoint.keep, self.rank, self.env.world_size
+            self.run_dir / "checkpoints",
+            cfg.checkpoint.keep,
+            self.rank,
+            self.env.world_size,
+            cfg.checkpoint.allow_pickle,
         )
-        from mbtrain.train.state import TrainState
-
         self.state = TrainState()
         self._resume()
         self._start_monitoring()
+
+    def _lock_run_dir(self) -> None:
+        """Rank 0 takes the run directory's lock before anything is written there; every rank
+        learns the outcome (a refused lock stops all of them with the holder named)."""
+        from mbtrain.checkpoint.manager import agree, first_problem
+        from mbtrain.train.lock import RunDirLock, RunDirLocked
+
+        problem = None
+        if self.rank == 0:
+            try:
+                self.lock = RunDirLock(self.run_dir).acquire()
+            except RunDirLocked as e:
+                problem = str(e)
+        problem = first_problem(agree(problem))
+        if problem:
+            raise RunDirLocked(problem.removeprefix("rank 0: "))
 
     def _build_engine(self) -> None:
         import deepspeed
@@ -145,31 +165,20 @@ class Trainer:
         self._train_iter = None
 
     def _resume(self) -> None:
-        from mbtrain.checkpoint.layout import resolve_checkpoint
+        from mbtrain.train.resume import choose_checkpoint
         from mbtrain.train.rng import load_rng_state
         from mbtrain.train.state import TrainState
 
-        how = self.cfg.checkpoint.resume
-        root, tag = self.ckpt.root, None
-        if how == "auto":
-            tag = self.ckpt.latest()
-        elif how == "none":
-            if self.ckpt.latest():
-                raise CheckpointError(
-                    f"{self.ckpt.root}: holds checkpoints but checkpoint.resume=none; "
-                    "use checkpoint.resume=auto to continue, or another run.dir"
-                )
-        else:
-            root, tag = resolve_checkpoint(how)
-        if tag is None:
+        found = choose_checkpoint(self.ckpt, self.cfg.checkpoint, self.rank, self.env.world_size)
+        if found is None:
             return
+        root, tag = found
         client, rank_state = self._load_checkpoint(root, tag)
         self._apply_schedule()
         self.state = TrainState.from_dict(client.get("mbtrain", {}))
-        if rank_state is not None:
-            load_rng_state(rank_state["rng"])
-            if rank_state.get("loader") is not None:
-                self.train_loader.load_state_dict(rank_state["loader"])
+        load_rng_state(rank_state["rng"])
+        if rank_state.get("loader") is not None:
+            self.train_loader.load_state_dict(rank_state["loader"])
         self.resumed_from = root / tag
         if self.rank == 0:
             print(f"[mbtrain] resumed from {root / tag} at step {self.state.step}", flush=True)
@@ -187,10 +196,9 @@ class Trainer:
             old, new = changed[0]
             print(f"[mbtrain] resume: peak lr {old:g} -> {new:g} (optim.lr)", flush=True)
 
-    def _load_checkpoint(self, root: Path, tag: str) -> tuple[dict, dict | None]:
+    def _load_checkpoint(self, root: Path, tag: str) -> tuple[dict, dict]:
         """Load a checkpoint of this layout, or reshard one saved with another layout."""
         from mbtrain.checkpoint.layout import read_marker
-        from mbtrain.checkpoint.manager import rank_file
         from mbtrain.parallel.reshard import load_resharded, needs_reshard
 
         info = read_marker(root / tag)
@@ -210,11 +218,7 @@ class Trainer:
         # Per-rank files belong to the old ranks. Every rank draws from identically seeded
         # generators and the loader position is global (streaming resumes at another
         # data-parallel size), so rank 0's state continues the run for every new rank.
-        import torch
-
-        path = rank_file(root / tag, 0)
-        rank_state = torch.load(path, weights_only=False) if path.is_file() else None
-        return client, rank_state
+        return client, self.ckpt.load_rank_state(root / tag, 0)
 
     def _start_monitoring(self) -> None:
         from mbtrain.model import flops_per_byte
@@ -244,7 +248,11 @@ class Trainer:
                 cfg.logging, self.run_dir, cfg.run.name, config_to_dict(cfg), self.state.wandb_id
             )
         self.watchdog = Watchdog(
-            self.run_dir / "logs", self.rank, cfg.train.watchdog_factor, cfg.train.watchdog_min_s
+            self.run_dir / "logs",
+            self.rank,
+            cfg.train.watchdog_factor,
+            cfg.train.watchdog_min_s,
+            cfg.train.watchdog_exit_s,
         ).start()
 
     # ---------------------------------------------------------------- steps
@@ -498,6 +506,8 @@ class Trainer:
     def save_checkpoint(self, reason: str) -> Path:
         from mbtrain.train.rng import rng_state
 
+        if hasattr(self, "watchdog"):
+            self.watchdog.pause()  # a save gets the watchdog's full limit of its own
         loader_state = (
             self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
         )
@@ -618,6 +628,7 @@ class Trainer:
         return TrainResult(self.state.step, last_loss, val_bpb, self.run_dir, ckpt)
 
     def _eval_and_log(self, step: int) -> float | None:
+        self.watchdog.pause()  # evaluation gets the watchdog's full limit of its own
         row = self.evaluate()
         text = self.sample()
         self.watchdog.pause()
@@ -634,15 +645,20 @@ class Trainer:
     def export(self) -> Path | None:
         from mbtrain.checkpoint.export import export_from_engine
 
-        return export_from_engine(self.engine, self.cfg, self.run_dir / "export", self.mpu)
+        return export_from_engine(
+            self.engine, self.cfg, self.run_dir / "export", self.mpu, self.state.step
+        )
 
     def close(self) -> None:
-        self.watchdog.stop()
+        if hasattr(self, "watchdog"):
+            self.watchdog.stop()
         if self.rank == 0:
-            if self.metrics:
+            if getattr(self, "metrics", None):
                 self.metrics.close()
-            if self.wandb:
+            if getattr(self, "wandb", None):
                 self.wandb.finish()
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
 
 
 def train(cfg: RunConfig) -> TrainResult:
@@ -653,5 +669,4 @@ def train(cfg: RunConfig) -> TrainResult:
         trainer.setup()
         return trainer.run()
     finally:
-        if hasattr(trainer, "watchdog"):
-            trainer.close()
+        trainer.close()

@@ -4,7 +4,10 @@ It behaves as the real trainer must: resume from `checkpoints/latest`, write met
 and on SIGUSR1 or SIGTERM finish the current step, save a checkpoint, make it "latest"
 only once complete, and exit 75 ("checkpoint saved, requeue me").
 
-Usage: python standin_trainer.py RUN_DIR STEPS STEP_SECONDS
+With HANG_ONCE as 4th argument, the first job (restart 0) leaves after 3 steps with exit code
+76, as a rank does when the watchdog finds its step hung.
+
+Usage: python standin_trainer.py RUN_DIR STEPS STEP_SECONDS [HANG_ONCE]
 """
 
 import json
@@ -17,6 +20,7 @@ from pathlib import Path
 from mbtrain.checkpoint.layout import COMPLETE_MARKER, step_of_tag, tag_for_step  # no torch
 
 run_dir, steps, step_s = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+hang_once = len(sys.argv) > 4 and sys.argv[4] == "HANG_ONCE"
 ckpt = run_dir / "checkpoints"
 requested = []
 signal.signal(signal.SIGUSR1, lambda s, f: requested.append(s))
@@ -45,6 +49,9 @@ for step in range(start + 1, steps + 1):
         f.write(json.dumps(rec) + "\n")
         if step % 5 == 0:
             f.write(json.dumps({"step": step, "val_bpb": 2.0 / step}) + "\n")
+    if hang_once and restart == 0 and step == start + 3:
+        print("standin: step hung, exit 76", flush=True)
+        sys.exit(76)
     if requested:
         tag = tag_for_step(step)
         (ckpt / tag).mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from mbtrain.cluster.config import ClusterConfig, parse_time
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -98,3 +103,37 @@ def test_every_field_has_a_docstring():
     for f in dataclasses.fields(ClusterConfig):
         i = next(n for n, line in enumerate(src) if line.strip().startswith(f"{f.name}:"))
         assert src[i + 1].strip().startswith('"""'), f.name
+
+
+def test_time_limit_is_normalised_or_refused(tmp_path):
+    assert ClusterConfig(time="1-02:03:04").time_limit == "1-02:03:04"
+    assert ClusterConfig(time="30:00:00").time_limit == "1-06:00:00"
+    errors = ClusterConfig(time="\n01:00:00").validate()
+    assert errors and errors[0].startswith("cluster.time:")  # would end the #SBATCH block
+    # An unquoted 12:00:00 in YAML arrives as the base-60 number 43200: say so.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  train: x\ncluster:\n  time: 12:00:00\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "mbtrain.cli.main", "submit", str(recipe), "--dry-run"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and 'quote it: time: "12:00:00"' in out.stderr, out.stderr
+    # On the command line it is a time, as the user means it.
+    out = subprocess.run(
+        [sys.executable, "-m", "mbtrain.cli.main", "submit", str(recipe), "cluster.time=12:00:00",
+         f"run.dir={tmp_path / 'run'}", "--dry-run"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0 and "#SBATCH --time=12:00:00\n" in out.stdout, out.stderr
+
+
+def test_submit_dry_run_checks_the_layout_of_the_job(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "mbtrain.cli.main", "submit", str(REPO / "recipes" / "tiny_cpu.yaml"),
+         "parallel.tensor=3", "cluster.nodes=2", "cluster.tasks_per_node=2",
+         f"run.dir={tmp_path / 'run'}", "--dry-run"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stdout
+    assert "invalid parallel layout for 4 processes" in out.stderr
+    assert "parallel.tensor (3)" in out.stderr and not (tmp_path / "run").exists()

@@ -135,6 +135,45 @@ def test_preempt_requeue_resume(slurm_cluster, tmp_path, wait_job, job_output, s
     )
 
 
+def test_hung_step_exit_76_is_requeued(slurm_cluster, tmp_path, wait_job, job_output):
+    """The watchdog's exit code 76 (a hung collective) is requeued like a stop request."""
+    run_dir = tmp_path / "hang"
+    job_id = submit(
+        run_dir,
+        ClusterConfig(time="00:10:00", signal_seconds=30, max_restarts=2),
+        [sys.executable, str(STANDIN), str(run_dir), "8", "0.05", "HANG_ONCE"],
+        job_name="hang",
+    )
+    rec = wait_job(job_id, timeout=150)
+    assert rec["JobState"] == "COMPLETED" and int(rec.get("Restarts", 0)) == 1, job_output(run_dir)
+    events = [
+        json.loads(x)["action"]
+        for x in (run_dir / "slurm" / "events.jsonl").read_text().splitlines()
+    ]
+    assert events == ["start", "requeue-hang", "start", "done"], events
+    assert (run_dir / "finished").exists()
+
+
+def test_submit_refuses_while_a_job_of_the_run_is_in_slurm(slurm_cluster, tmp_path, wait_job):
+    """`mbtrain submit` would replace code/ and config.yaml under a queued or running job."""
+    run_dir = tmp_path / "busy"
+    job_id = submit(run_dir, CPU, ["sleep", "300"], job_name="busy", sbatch_args=["--hold"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data:\n  train: x\nrun:\n  dir: {run_dir}\n")
+    cmd = [sys.executable, "-m", "mbtrain.cli.main", "submit", str(recipe)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        assert out.returncode == 1, out.stdout
+        assert f"job {job_id} (PENDING)" in out.stderr and "--force" in out.stderr
+        assert not (run_dir / "config.yaml").exists()
+        forced = subprocess.run([*cmd, "--force", "--dry-run"], capture_output=True, text=True)
+        assert forced.returncode == 0, forced.stderr
+    finally:
+        subprocess.run(["scancel", job_id])
+    wait_job(job_id, timeout=60)
+    assert subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True).returncode == 0
+
+
 def test_status_pending_failed_and_cancel(slurm_cluster, tmp_path, wait_job):
     held = tmp_path / "held"
     job_id = submit(held, CPU, ["true"], job_name="held", sbatch_args=["--hold"])
