@@ -74,13 +74,40 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+class _WriteRecorder:
+    """A file object for torch.save that remembers the first failed write: torch's zip writer
+    turns it into an opaque "unexpected pos" RuntimeError, where the user needs the OSError
+    (ENOSPC "No space left on device", EFBIG, EDQUOT)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_torch_file(obj: Any, path: str | Path) -> int:
-    """torch.save in zip format, written aside, fsynced and renamed into place; its size."""
+    """torch.save in zip format, written aside, fsynced and renamed into place; its size.
+    A failed write raises the OSError that caused it."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            recorder = _WriteRecorder(f)
+            try:
+                torch.save(obj, recorder)
+            except RuntimeError:
+                if recorder.error is not None:
+                    raise recorder.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
