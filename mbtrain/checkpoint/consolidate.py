@@ -34,6 +34,7 @@ from mbtrain.checkpoint.layout import (
 )
 from mbtrain.checkpoint.serialization import load_torch_file
 from mbtrain.errors import CheckpointError
+from mbtrain.parallel.layout import ParallelLayout
 
 
 def _checked(root: Path, tag: str, allow_pickle: bool) -> None:
@@ -79,10 +80,11 @@ def find_checkpoint(
 def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict]:
     """(plain model state dict in float32, marker info) of a checked, complete checkpoint."""
     info = read_marker(root / tag)
-    if info.get("tensor", 1) > 1 or info.get("pipeline", 1) > 1:
-        from mbtrain.parallel.consolidate import merge_parallel_checkpoint
+    saved = ParallelLayout.saved(info)
+    if saved["tensor"] > 1 or saved["pipeline"] > 1:
+        from mbtrain.checkpoint.shards import merge_parallel_checkpoint
 
-        return merge_parallel_checkpoint(root, tag, info), info
+        return merge_parallel_checkpoint(root, tag, info, model_config_of(info, root)), info
     if info.get("zero_stage", 0) < 3:
         # ZeRO 0-2 keep whole parameters in the module: exactly the weights the engine computed
         # with (bf16 runs: the bf16 weights, upcast; the fp32 masters differ by rounding).

@@ -97,14 +97,19 @@ def write_export(
 
 
 def export_from_engine(
-    engine: Any, cfg: Any, out_dir: str | Path, mpu: Any = None, step: int | None = None
+    engine: Any,
+    model_cfg: Any,
+    layout: Any,
+    groups: Any,
+    out_dir: str | Path,
+    step: int | None = None,
 ) -> Path | None:
     """Consolidate a live engine's weights on rank 0 and write them (all ranks must call)."""
-    if cfg.parallel.tensor > 1 or cfg.parallel.pipeline > 1:
-        from mbtrain.parallel.consolidate import consolidated_state_dict
+    if layout.sharded_weights:
+        from mbtrain.parallel.gather import consolidated_state_dict
 
-        state = consolidated_state_dict(engine, cfg, mpu)
-    elif cfg.parallel.zero_stage == 3:
+        state = consolidated_state_dict(engine, model_cfg, layout, groups)
+    elif layout.zero_stage == 3:
         state = engine._zero3_consolidated_16bit_state_dict()
     else:
         state = engine.module.state_dict()
@@ -114,7 +119,7 @@ def export_from_engine(
         try:
             path = write_export(
                 strip_prefix(state),
-                cfg.model,
+                model_cfg,
                 out_dir,
                 {"step": step if step is not None else getattr(engine, "global_steps", None)},
             )

@@ -41,10 +41,11 @@ def run_train(args: argparse.Namespace) -> int:
         world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
         layout = check_layout(cfg, world)
         print(config_to_yaml(cfg))
-        print(f"# layout: {layout}")
+        print(f"# layout: {layout.describe()} ({world} processes)")
+        print(f"# global batch: {cfg.train.global_batch(layout.data)} sequences per step")
         print(f"# parameters: {count_parameters(cfg.model):,}")
         print(f"# training FLOPs per byte: {flops_per_byte(cfg.model, training=True):,.0f}")
-        ds = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, layout)
+        ds = build_deepspeed_config(cfg.train, cfg.optim, layout)
         print("# deepspeed config:\n" + json.dumps(ds, indent=2))
         return 0
     from mbtrain.train.loop import train

@@ -2,10 +2,9 @@
 
 from mbtrain.config.load import config_to_dict, config_to_yaml, load_config, save_config
 from mbtrain.config.schema import RunConfig
-from mbtrain.config.validate import Layout, check_layout
+from mbtrain.config.validate import check_layout
 
 __all__ = [
-    "Layout",
     "RunConfig",
     "check_layout",
     "config_to_dict",

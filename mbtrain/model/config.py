@@ -100,6 +100,11 @@ class ModelConfig:
         return replace(base, **overrides)
 
     @property
+    def stage_blocks(self) -> int:
+        """Blocks of the stack a pipeline splits: the global model's (the baseline's own)."""
+        return self.global_layers if self.arch == "megabyte" else self.layers
+
+    @property
     def global_width(self) -> int:
         """Width of the global model: patch_size * global_dim."""
         return self.patch_size * self.global_dim

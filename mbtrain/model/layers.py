@@ -8,7 +8,8 @@ Why the structure is what it is:
   hold fewer heads without touching this file.
 * RoPE is applied inside attention from positions computed from the sequence length (plus
   the KV-cache length when decoding), so a pipeline stage can call `block(h)` with nothing
-  but the hidden states.
+  but the hidden states. Positions and the attention itself form `AttentionCore`, which
+  context parallelism wraps from outside (it then sees the whole sequence).
 * Activation checkpointing lives in `Block.forward` (flag `block.checkpoint`), so it applies
   whether the model or a pipeline stage calls the block.
 * A `KVCache` per layer makes decoding one position at a time cost O(context) per step.
@@ -93,32 +94,27 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
-class Attention(nn.Module):
-    """Causal multi-head self-attention through `F.scaled_dot_product_attention`."""
+class AttentionCore(nn.Module):
+    """Positions and scaled dot-product attention on q, k, v of shape (B, L, H, hd).
 
-    def __init__(self, cfg: ModelConfig, dim: int, n_heads: int) -> None:
+    A module of its own, without parameters, so that parallelism can wrap exactly this part:
+    context parallelism (Ulysses) exchanges sequence shards for head shards around it, so it
+    sees every position of the sequence and gives RoPE the true positions.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.head_dim = dim // n_heads
-        self.q_proj = nn.Linear(dim, dim, bias=False)
-        self.k_proj = nn.Linear(dim, dim, bias=False)
-        self.v_proj = nn.Linear(dim, dim, bias=False)
-        self.out_proj = nn.Linear(dim, dim, bias=False)
         self.use_rope = cfg.pos == "rope"
         self.rope_theta = cfg.rope_theta
         self.dropout = cfg.dropout
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
-        b, length, _ = x.shape
-        # Head counts from the (possibly sharded) linears, not from the config.
-        n_q = self.q_proj.out_features // self.head_dim
-        n_kv = self.k_proj.out_features // self.head_dim
-        q = self.q_proj(x).view(b, length, n_q, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = self.k_proj(x).view(b, length, n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, length, n_kv, self.head_dim).transpose(1, 2)
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache | None = None) -> Tensor:
+        length, head_dim = q.shape[1], q.shape[-1]
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
         past = 0 if cache is None else cache.length
         if self.use_rope:
-            positions = torch.arange(past, past + length, device=x.device)
-            cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
+            positions = torch.arange(past, past + length, device=q.device)
+            cos, sin = rope_cos_sin(positions, head_dim, self.rope_theta, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.append(k, v)
@@ -131,10 +127,34 @@ class Attention(nn.Module):
         else:
             # is_causal aligns the mask top-left; with a cache the queries sit bottom-right.
             total = past + length
-            mask = torch.ones(length, total, dtype=torch.bool, device=x.device).tril(past)
+            mask = torch.ones(length, total, dtype=torch.bool, device=q.device).tril(past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        y = y.transpose(1, 2).reshape(b, length, n_q * self.head_dim)  # (B, L, D)
-        return self.out_proj(y)
+        return y.transpose(1, 2)  # (B, L, H, hd)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention: projections around an `AttentionCore`."""
+
+    def __init__(self, cfg: ModelConfig, dim: int, n_heads: int) -> None:
+        super().__init__()
+        self.head_dim = dim // n_heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.core = AttentionCore(cfg)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        b, length, _ = x.shape
+        # Head counts from the (possibly sharded) linears, not from the config.
+        n_q = self.q_proj.out_features // self.head_dim
+        n_kv = self.k_proj.out_features // self.head_dim
+        q = self.q_proj(x).view(b, length, n_q, self.head_dim)  # (B, L, H, hd)
+        k = self.k_proj(x).view(b, length, n_kv, self.head_dim)
+        v = self.v_proj(x).view(b, length, n_kv, self.head_dim)
+        y = self.core(q, k, v, cache)  # (B, L, H, hd)
+        return self.out_proj(y.reshape(b, length, n_q * self.head_dim))  # (B, L, D)
 
 
 class MLP(nn.Module):
@@ -220,6 +240,7 @@ def ceil_div(a: int, b: int) -> int:
 __all__ = [
     "MLP",
     "Attention",
+    "AttentionCore",
     "Block",
     "KVCache",
     "TransformerStack",

@@ -3,7 +3,7 @@
 `apply_parallelism` is the one place where a plain model becomes a parallel one; the model
 package never imports torch.distributed. The order of its steps, and why:
 
-1. process groups from the topology (DeepSpeed's grid): every later step needs the groups;
+1. process groups from the layout (`groups.py`): every later step needs them;
 2. tensor parallelism on the full, seeded model: sharded linears slice the full weights, so
    the full model must exist first, and pipeline stages then hold already-sharded blocks;
 3. pipeline stages (DeepSpeed `PipelineModule`) over the sharded blocks;
@@ -11,11 +11,11 @@ package never imports torch.distributed. The order of its steps, and why:
    (with a pipeline DeepSpeed takes the PipelineModule's grid as its mpu, built from the
    same topology).
 
-Modules: `topology` (DeepSpeed topology and grid, the `mpu`), `tensor` (sharded linears,
-`apply_tensor_parallel`, the local-model split), `pipeline` (the PipelineModule and its
-parameter names), `consolidate` (full weights from a live engine or from any layout's
-checkpoint; DeepSpeed's `universal_checkpoint_info`), `reshard` (resume a checkpoint in
-another layout), `distributed` (process-group start-up).
+Modules: `layout` (the one typed layout object: sizes, derived sizes, checkpoint keys,
+checks), `groups` (process groups and the `mpu` DeepSpeed queries), `tensor` (sharded
+linears, `apply_tensor_parallel`, the local-model split), `pipeline` (the PipelineModule and
+its parameter names), `gather` (full weights of a live engine), `distributed` (process-group
+start-up). Reading and writing checkpoint files, resharding included, is `mbtrain.checkpoint`.
 
 Known limits: ZeRO-3 is supported with tensor parallelism for training but not for
 resharding or merging its checkpoints; with a pipeline, DeepSpeed's `train_batch` applies
@@ -28,43 +28,47 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mbtrain.parallel.config import ParallelConfig
+from mbtrain.parallel.layout import ParallelLayout
 
-# torch is imported inside the functions: `mbtrain.parallel.config` is read by config
-# validation on login nodes, where importing torch would only slow `mbtrain submit` down.
+# torch is imported inside the functions: `mbtrain.parallel.config` and `.layout` are read by
+# config validation on login nodes, where importing torch would only slow `mbtrain submit`.
 if TYPE_CHECKING:
     from torch import nn
 
+    from mbtrain.parallel.groups import ProcessGroups
+
 
 def apply_parallelism(
-    module: nn.Module, cfg: ParallelConfig, layout
-) -> tuple[nn.Module, object | None]:
-    """Return (module, mpu); mpu is None without model parallelism.
+    module: nn.Module, cfg: ParallelConfig, layout: ParallelLayout
+) -> tuple[nn.Module, ProcessGroups]:
+    """Return (module, groups). All ranks call it (group creation is collective).
 
     `module` is the LossModule around the model. With a pipeline the result is a
-    `PipelineModule`, and the mpu must not be passed to `deepspeed.initialize` (DeepSpeed
-    uses the module's grid); it still answers the data-parallel rank for the data loader.
+    `PipelineModule`; `groups.deepspeed_mpu()` says what `deepspeed.initialize` gets (nothing
+    beside a pipeline, whose grid DeepSpeed uses); the groups still answer the loader's
+    data-parallel rank and every other query.
     """
-    if layout.tensor == 1 and layout.pipeline == 1:
-        return module, None
-    from mbtrain.parallel.tensor import apply_tensor_parallel
-    from mbtrain.parallel.topology import build_mpu
+    from mbtrain.parallel.groups import build_process_groups
 
-    mpu = build_mpu(layout.pipeline, layout.data, layout.tensor)
+    groups = build_process_groups(layout)
     model = module.model
-    apply_tensor_parallel(
-        model,
-        mpu.get_tensor_model_parallel_group(),
-        mpu.get_tensor_model_parallel_rank(),
-        layout.tensor,
-        split_local=cfg.split_local,
-    )
-    if layout.pipeline == 1:
-        return module, mpu
+    if layout.tensor_enabled:
+        from mbtrain.parallel.tensor import apply_tensor_parallel
+
+        apply_tensor_parallel(
+            model,
+            groups.get_tensor_model_parallel_group(),
+            groups.get_tensor_model_parallel_rank(),
+            layout.tensor,
+            split_local=cfg.split_local,
+        )
+    if not layout.pipeline_enabled:
+        return module, groups
     from mbtrain.parallel.pipeline import build_pipeline_module
 
-    pipe = build_pipeline_module(model, mpu.topology)
-    _count_stage_params_once(pipe, mpu.get_tensor_model_parallel_rank())
-    return pipe, mpu
+    pipe = build_pipeline_module(model, groups.topology)
+    _count_stage_params_once(pipe, groups.get_tensor_model_parallel_rank())
+    return pipe, groups
 
 
 def _count_stage_params_once(pipe: nn.Module, tp_rank: int) -> None:
@@ -89,7 +93,7 @@ def is_pipeline(module: nn.Module) -> bool:
     return isinstance(module, PipelineModule)
 
 
-def grad_norm_sq(module: nn.Module, mpu: object | None) -> float:
+def grad_norm_sq(module: nn.Module, groups: ProcessGroups) -> float:
     """Squared global gradient norm of one model replica.
 
     Sharded parameters are summed over their tensor group; replicated ones are counted once
@@ -110,11 +114,9 @@ def grad_norm_sq(module: nn.Module, mpu: object | None) -> float:
             sharded += sq
         else:
             local += sq
-    if mpu is not None and dist.is_initialized():
-        if mpu.get_tensor_model_parallel_world_size() > 1:
-            dist.all_reduce(sharded, group=mpu.get_tensor_model_parallel_group())
-        total = local + sharded
-        if mpu.get_pipe_parallel_world_size() > 1:
-            dist.all_reduce(total, group=mpu.get_pipe_parallel_group())
-        return float(total.item())
-    return float((local + sharded).item())
+    if groups.get_tensor_model_parallel_world_size() > 1:
+        dist.all_reduce(sharded, group=groups.get_tensor_model_parallel_group())
+    total = local + sharded
+    if groups.get_pipe_parallel_world_size() > 1:
+        dist.all_reduce(total, group=groups.get_pipe_parallel_group())
+    return float(total.item())

@@ -128,6 +128,14 @@ def plain_name(name: str, n_blocks: int) -> str:
     return rest
 
 
+def plain_param_name(name: str, pipeline: bool, n_blocks: int) -> str:
+    """The plain model's name of an engine parameter: PipelineModule names are mapped back
+    (`plain_name`), the `model.` prefix of the LossModule is dropped."""
+    if pipeline:
+        return plain_name(name, n_blocks)
+    return name.removeprefix("model.")
+
+
 def stage_of_layer(layer_idx: int, n_blocks: int, stages: int) -> int:
     """Stage holding layer `layer_idx` with blocks balanced evenly (as type:Block does)."""
     if layer_idx == 0:

@@ -38,21 +38,26 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Parameter names (of the plain model) that are sharded, and along which dimension.
-# Column-parallel linears split their output features (dim 0), row-parallel their inputs.
-_COLUMN = re.compile(
-    r"(^|\.)global_model\.blocks\.\d+\.(attn\.[qkv]_proj|mlp\.(up|gate)_proj)\.weight$"
-)
-_ROW = re.compile(r"(^|\.)global_model\.blocks\.\d+\.(attn\.out_proj|mlp\.down_proj)\.weight$")
+# The plan: the linears of a global block that are sharded, and along which dimension.
+# Column-parallel linears split their output features (dim 0), row-parallel their inputs
+# (dim 1). This one table shards a live block (`_shard_block`) and names the sharded
+# parameters of checkpoints (`partition_dim_of`: merging, resharding, export).
+PLAN = {
+    "attn.q_proj": 0,
+    "attn.k_proj": 0,
+    "attn.v_proj": 0,
+    "attn.out_proj": 1,
+    "mlp.up_proj": 0,
+    "mlp.gate_proj": 0,
+    "mlp.down_proj": 1,
+}
+_BLOCK_LINEAR = re.compile(r"(^|\.)global_model\.blocks\.\d+\.(?P<linear>\w+\.\w+)\.weight$")
 
 
 def partition_dim_of(name: str) -> int | None:
     """Dimension along which the plain-model parameter `name` is split, or None if replicated."""
-    if _COLUMN.search(name):
-        return 0
-    if _ROW.search(name):
-        return 1
-    return None
+    m = _BLOCK_LINEAR.search(name)
+    return PLAN.get(m.group("linear")) if m else None
 
 
 # -- autograd collectives -----------------------------------------------------------------------
@@ -189,17 +194,23 @@ def _fork_rng_per_rank(attn: nn.Module, rank: int) -> None:
 
 
 def _shard_block(block: nn.Module, group, rank: int, size: int) -> None:
-    attn, mlp = block.attn, block.mlp
-    for name in ("q_proj", "k_proj", "v_proj"):
-        setattr(attn, name, ColumnParallelLinear(getattr(attn, name), rank, size))
-    attn.out_proj = RowParallelLinear(attn.out_proj, rank, size, group)
-    attn.register_forward_pre_hook(_enter_region(group))
-    _fork_rng_per_rank(attn, rank)
-    for name in ("up_proj", "gate_proj"):
-        if hasattr(mlp, name):
-            setattr(mlp, name, ColumnParallelLinear(getattr(mlp, name), rank, size))
-    mlp.down_proj = RowParallelLinear(mlp.down_proj, rank, size, group)
-    mlp.register_forward_pre_hook(_enter_region(group))
+    for path, dim in PLAN.items():
+        owner, name = path.split(".")
+        sub = getattr(block, owner)
+        full = getattr(sub, name, None)
+        if full is None:  # e.g. gate_proj without swiglu
+            continue
+        shard = (
+            ColumnParallelLinear(full, rank, size)
+            if dim == 0
+            else RowParallelLinear(full, rank, size, group)
+        )
+        setattr(sub, name, shard)
+    # Each sub-block is entered once (identity forward, all-reduce backward) and left through
+    # its row-parallel linear (all-reduce forward).
+    block.attn.register_forward_pre_hook(_enter_region(group))
+    block.mlp.register_forward_pre_hook(_enter_region(group))
+    _fork_rng_per_rank(block.attn, rank)
 
 
 def _split_local_model(stack: nn.Module, group, rank: int, size: int) -> None:

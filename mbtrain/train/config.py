@@ -52,6 +52,10 @@ class TrainConfig:
     sample_prompt: str = ""
     """Prompt for the evaluation sample (UTF-8 text)."""
 
+    def global_batch(self, data_parallel: int) -> int:
+        """Sequences per optimizer step with `data_parallel` replicas."""
+        return self.micro_batch_size * self.grad_accum * data_parallel
+
     def validate(self) -> list[str]:
         errors = []
         for name in ("steps", "micro_batch_size", "grad_accum", "log_every", "eval_batches"):

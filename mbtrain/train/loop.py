@@ -105,9 +105,9 @@ class Trainer:
     def _build_engine(self) -> None:
         import deepspeed
 
+        from mbtrain.checkpoint.shards import name_param_groups
         from mbtrain.model import build_model
         from mbtrain.parallel import apply_parallelism
-        from mbtrain.parallel.consolidate import name_param_groups
         from mbtrain.train.ds_config import build_deepspeed_config
         from mbtrain.train.module import LossModule
         from mbtrain.train.optim import build_optimizer, build_scheduler
@@ -117,33 +117,29 @@ class Trainer:
         seed_everything(cfg.train.seed)
         model = build_model(cfg.model)
         self.model_cfg = cfg.model
-        module, self.mpu = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
-        self.pipeline = self.layout.pipeline > 1
+        module, self.groups = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
+        self.pipeline = self.layout.pipeline_enabled
         self.optimizer = build_optimizer(module, cfg.optim)
-        if self.pipeline and (cfg.parallel.zero_stage == 0 or cfg.train.precision == "bf16"):
+        if self.pipeline and (self.layout.zero_stage == 0 or cfg.train.precision == "bf16"):
             # ZeRO-1/2 in fp32 skip an update with an invalid gradient norm themselves (the
             # loop applies the policy to that skip); elsewhere nothing checks the gradients.
             self.optimizer.guard = self._pipeline_guard
         # Parameter names saved with the optimizer state: resharding a ZeRO-0 checkpoint
-        # matches Adam moments to parameters by name (mbtrain.parallel.reshard).
+        # matches Adam moments to parameters by name (mbtrain.checkpoint.reshard).
         name_param_groups(self.optimizer, module)
         scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.steps)
-        self.ds_config = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, self.layout)
+        self.ds_config = build_deepspeed_config(cfg.train, cfg.optim, self.layout)
         self.engine, _, _, _ = deepspeed.initialize(
             model=module,
             optimizer=self.optimizer,
             lr_scheduler=scheduler,
             config=self.ds_config,
-            # A PipelineModule brings its own grid (same topology) and DeepSpeed refuses an mpu.
-            mpu=None if self.pipeline else self.mpu,
+            mpu=self.groups.deepspeed_mpu(),
             dist_init_required=False,
         )
         self.device = self.engine.device
         # Data-parallel coordinates: all ranks of one tensor/pipeline group share a batch.
-        if self.mpu is not None:
-            self.dp_rank = self.mpu.get_data_parallel_rank()
-        else:
-            self.dp_rank = self.rank
+        self.dp_rank = self.groups.data_rank
         self.dp_size = self.layout.data
         # Different dropout per data-parallel rank would be fine, but identical streams keep
         # runs reproducible across layouts; sharded regions get their own (parallel package).
@@ -199,14 +195,12 @@ class Trainer:
     def _load_checkpoint(self, root: Path, tag: str) -> tuple[dict, dict]:
         """Load a checkpoint of this layout, or reshard one saved with another layout."""
         from mbtrain.checkpoint.layout import read_marker
-        from mbtrain.parallel.reshard import load_resharded, needs_reshard
+        from mbtrain.checkpoint.reshard import load_resharded
 
         info = read_marker(root / tag)
-        if not needs_reshard(info, self.layout, self.cfg.parallel.zero_stage):
+        if not self.layout.differs_from(info):
             return self.ckpt.load(self.engine, root, tag)
-        saved = ", ".join(
-            f"{k} {info.get(k)}" for k in ("tensor", "pipeline", "data", "zero_stage")
-        )
+        saved = self.layout.describe_saved(info)
         if not self.cfg.checkpoint.reshard:
             raise CheckpointError(
                 f"{root / tag}: saved with another layout ({saved}); set checkpoint.reshard=true "
@@ -214,7 +208,16 @@ class Trainer:
             )
         if self.rank == 0:
             print(f"[mbtrain] resharding {root / tag} (saved with {saved})", flush=True)
-        client = load_resharded(self.engine, root, tag, info, self.cfg, self.mpu)
+        client = load_resharded(
+            self.engine,
+            root,
+            tag,
+            info,
+            self.cfg.model,
+            self.layout,
+            self.groups,
+            self.cfg.checkpoint,
+        )
         # Per-rank files belong to the old ranks. Every rank draws from identically seeded
         # generators and the loader position is global (streaming resumes at another
         # data-parallel size), so rank 0's state continues the run for every new rank.
@@ -283,11 +286,11 @@ class Trainer:
 
     def _grad_norm_before_step(self) -> float | None:
         """Global grad norm where DeepSpeed reports none (ZeRO-0 in fp32)."""
-        if self.cfg.parallel.zero_stage != 0 or self.cfg.train.precision != "fp32":
+        if self.layout.zero_stage != 0 or self.cfg.train.precision != "fp32":
             return None
         from mbtrain.parallel import grad_norm_sq
 
-        return math.sqrt(grad_norm_sq(self.engine.module, self.mpu))
+        return math.sqrt(grad_norm_sq(self.engine.module, self.groups))
 
     def _pipeline_batches(self, n: int) -> tuple[list, float]:
         """n micro-batches as `(x, (x, mask))` for the pipeline engine, and their mask count.
@@ -333,7 +336,7 @@ class Trainer:
         reported = self.engine.get_global_grad_norm()
         return {
             "loss": total_loss / (accum * self.env.world_size),
-            "bytes": total_count / (self.layout.tensor * self.layout.pipeline),
+            "bytes": total_count / self.layout.ranks_per_sample,
             "grad_norm": None if reported is None or skipped else float(reported),
             "skipped": skipped,
         }
@@ -417,7 +420,6 @@ class Trainer:
         self.optimizer.skip_next_step = False
         total_loss, total_count, total_bad = self._all_reduce([loss_sum, count, nonfinite])
         ds_skipped = self._deepspeed_skipped(skipped_before, bool(total_bad))
-        mp = self.layout.tensor * self.layout.pipeline
         reported = engine.get_global_grad_norm()
         if reported is not None:
             grad_norm = float(reported)
@@ -425,7 +427,7 @@ class Trainer:
         loss_mean = total_loss / finite_micro if finite_micro else float("nan")
         return {
             "loss": loss_mean,
-            "bytes": total_count / mp,
+            "bytes": total_count / self.layout.ranks_per_sample,
             "grad_norm": grad_norm,
             "skipped": bool(total_bad) or ds_skipped,
         }
@@ -479,7 +481,7 @@ class Trainer:
     def sample(self) -> str | None:
         """A generated sample for the log (all ranks run it in lockstep; rank 0 keeps it)."""
         n = self.cfg.train.sample_bytes
-        if not n or self.layout.pipeline > 1:
+        if not n or self.layout.pipeline_enabled:
             return None
         from contextlib import nullcontext
 
@@ -487,7 +489,7 @@ class Trainer:
 
         model = self.engine.module.model
         ctx = nullcontext()
-        if self.cfg.parallel.zero_stage == 3:
+        if self.layout.zero_stage == 3:
             import deepspeed
 
             ctx = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
@@ -513,7 +515,7 @@ class Trainer:
         )
         from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
 
-        from mbtrain.parallel.consolidate import universal_checkpoint_info
+        from mbtrain.checkpoint.shards import universal_checkpoint_info
 
         client = {
             "mbtrain": self.state.to_dict(),
@@ -524,10 +526,7 @@ class Trainer:
         rank_state = {"rng": rng_state(), "loader": loader_state}
         info = {
             "reason": reason,
-            "tensor": self.layout.tensor,
-            "pipeline": self.layout.pipeline,
-            "data": self.layout.data,
-            "zero_stage": self.cfg.parallel.zero_stage,
+            **self.layout.marker(),
             "model": dataclasses.asdict(self.cfg.model),
         }
         path = self.ckpt.save(self.engine, self.state.step, client, rank_state, info)
@@ -553,8 +552,7 @@ class Trainer:
         if self.rank == 0 and self.state.step < tr.steps:
             print(
                 f"[mbtrain] training {cfg.model.arch} for {tr.steps} steps on {self.env.world_size} "
-                f"{self.env.device} process(es) (tensor {self.layout.tensor} x pipeline "
-                f"{self.layout.pipeline} x data {self.layout.data}), run dir {self.run_dir}",
+                f"{self.env.device} process(es) ({self.layout.describe()}), run dir {self.run_dir}",
                 flush=True,
             )
         bar = None
@@ -646,7 +644,12 @@ class Trainer:
         from mbtrain.checkpoint.export import export_from_engine
 
         return export_from_engine(
-            self.engine, self.cfg, self.run_dir / "export", self.mpu, self.state.step
+            self.engine,
+            self.cfg.model,
+            self.layout,
+            self.groups,
+            self.run_dir / "export",
+            self.state.step,
         )
 
     def close(self) -> None:

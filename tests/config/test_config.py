@@ -103,7 +103,9 @@ def test_layout_arithmetic(tmp_path):
     )
     layout = check_layout(cfg, 8)
     assert (layout.tensor, layout.pipeline, layout.data) == (2, 2, 2)
-    assert layout.global_batch_size == 2 * 4 * 2
+    assert cfg.train.global_batch(layout.data) == 2 * 4 * 2
+    assert layout.ranks_per_sample == 4 and layout.weight_shards == 4
+    assert layout.marker() == {"pipeline": 2, "data": 2, "tensor": 2, "zero_stage": 0}
 
 
 def test_layout_errors_say_what_would_work(tmp_path):
@@ -111,7 +113,7 @@ def test_layout_errors_say_what_would_work(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_layout(cfg, 4)
     msg = str(e.value)
-    assert "does not divide the world size (4)" in msg and "tensor x pipeline = 2" in msg
+    assert "= 3 does not divide the world size (4)" in msg and "valid products: 1, 2, 4" in msg
     assert "model.global_heads (16) must be divisible by parallel.tensor (3)" in msg
     cfg = _cfg(tmp_path, "train.global_batch_size=16", "train.micro_batch_size=2")
     with pytest.raises(ConfigError, match=r"set train.grad_accum=2"):
@@ -142,7 +144,7 @@ def test_deepspeed_config_is_generated_from_the_typed_config(tmp_path):
         "optim.grad_clip=0.5",
     )
     layout = check_layout(cfg, 4)
-    ds = build_deepspeed_config(cfg.train, cfg.optim, cfg.parallel, layout)
+    ds = build_deepspeed_config(cfg.train, cfg.optim, layout)
     assert ds["train_batch_size"] == 3 * 2 * 4
     assert ds["train_micro_batch_size_per_gpu"] == 3
     assert ds["gradient_accumulation_steps"] == 2
@@ -188,7 +190,7 @@ def test_cli_dry_run_prints_layout_and_deepspeed_config():
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "train_batch_size" in proc.stdout and "data=2" in proc.stdout
+    assert "train_batch_size" in proc.stdout and "data 2" in proc.stdout
 
 
 def test_environment_never_reaches_free_text(tmp_path, monkeypatch):

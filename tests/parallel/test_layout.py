@@ -58,3 +58,15 @@ def test_sharded_parameter_names():
         plain_name("5.local_model.blocks.0.mlp.up_proj.weight", 4)
         == "local_model.blocks.0.mlp.up_proj.weight"
     )
+
+
+def test_layout_keys_of_older_checkpoints():
+    """A marker without a key was saved by a layout without that axis (size 1)."""
+    from mbtrain.parallel.layout import ParallelLayout
+
+    layout = ParallelLayout(world_size=2, tensor=2)
+    old = {"tensor": 2, "pipeline": 1, "data": 1, "zero_stage": 0}
+    assert not layout.differs_from(old)
+    assert not layout.differs_from({"tensor": 2})
+    assert layout.differs_from({**old, "zero_stage": 1})
+    assert "tensor 2" in ParallelLayout.describe_saved(old)

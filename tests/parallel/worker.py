@@ -169,13 +169,11 @@ def feed(tr, batches: list[dict]) -> None:
 
 
 def full_state(tr) -> dict[str, torch.Tensor]:
-    from mbtrain.parallel.consolidate import consolidated_state_dict
+    from mbtrain.parallel.gather import consolidated_state_dict, local_plain_state
 
-    if tr.mpu is None:
-        from mbtrain.parallel.consolidate import local_plain_state
-
-        return local_plain_state(tr.engine, tr.cfg)
-    state = consolidated_state_dict(tr.engine, tr.cfg, tr.mpu)
+    if not tr.layout.model_parallel_enabled:
+        return local_plain_state(tr.engine, tr.cfg.model, tr.layout)
+    state = consolidated_state_dict(tr.engine, tr.cfg.model, tr.layout, tr.groups)
     obj = [state]
     dist.broadcast_object_list(obj, src=0)
     return obj[0]
@@ -195,14 +193,14 @@ def full_grads(tr) -> dict[str, torch.Tensor]:
     """Gradients of the whole model after backward, before step, gathered (plain names)."""
     from deepspeed.utils import safe_get_full_grad
 
-    from mbtrain.parallel.consolidate import _to_plain
+    from mbtrain.parallel.pipeline import plain_param_name
     from mbtrain.parallel.tensor import merge_shards
 
     mine = {}
     for n, p in tr.engine.module.named_parameters():
         g = safe_get_full_grad(p) if tr.cfg.parallel.zero_stage else p.grad
-        mine[_to_plain(n, False, 2)] = g.detach().float().cpu().clone()
-    tp = tr.mpu.get_tensor_model_parallel_rank() if tr.mpu else 0
+        mine[plain_param_name(n, False, 2)] = g.detach().float().cpu().clone()
+    tp = tr.groups.get_tensor_model_parallel_rank()
     allg = [None] * dist.get_world_size()
     dist.all_gather_object(allg, (tp, mine))
     by = {}
@@ -215,8 +213,8 @@ def full_grads(tr) -> dict[str, torch.Tensor]:
 def replicated_equal(tr) -> float:
     """Largest difference of replicated parameters between tensor ranks."""
     worst = 0.0
-    group = tr.mpu.get_tensor_model_parallel_group()
-    size = tr.mpu.get_tensor_model_parallel_world_size()
+    group = tr.groups.get_tensor_model_parallel_group()
+    size = tr.groups.get_tensor_model_parallel_world_size()
     for _, p in tr.engine.module.named_parameters():
         if getattr(p, "tensor_model_parallel", False):
             continue
@@ -291,7 +289,7 @@ def check_export(tr, out: Path) -> dict:
     from mbtrain.checkpoint.export import export_from_engine, load_exported
 
     path = out / "export"
-    export_from_engine(tr.engine, tr.cfg, path, tr.mpu)
+    export_from_engine(tr.engine, tr.cfg.model, tr.layout, tr.groups, path)
     x = batch(9, 0, 0)["x"]
     model = tr.engine.module.model
     model.eval()
@@ -430,7 +428,7 @@ def scenario_save(out: Path, args: dict) -> dict:
 def scenario_resume(out: Path, args: dict) -> dict:
     """Resume checkpoints of other layouts in this one: the next losses must match."""
     from mbtrain.checkpoint.layout import read_marker
-    from mbtrain.parallel.reshard import load_resharded, needs_reshard
+    from mbtrain.checkpoint.reshard import load_resharded
 
     res = {}
     for name, case in args["cases"].items():
@@ -440,8 +438,10 @@ def scenario_resume(out: Path, args: dict) -> dict:
         tr = build_trainer(cfg)
         path = Path(case["path"])
         info = read_marker(path)
-        assert needs_reshard(info, tr.layout, cfg.parallel.zero_stage)
-        client = load_resharded(tr.engine, path.parent, path.name, info, cfg, tr.mpu)
+        assert tr.layout.differs_from(info)
+        client = load_resharded(
+            tr.engine, path.parent, path.name, info, cfg.model, tr.layout, tr.groups, cfg.checkpoint
+        )
         step = client["mbtrain"]["step"]
         feed(tr, rank_batches(cfg, tr.dp_rank, step, 2, emulate))
         losses = [tr.train_step()["loss"] for _ in range(2)]
@@ -457,7 +457,7 @@ def scenario_universal(out: Path, args: dict) -> dict:
     from deepspeed.checkpoint import ds_to_universal
     from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
 
-    from mbtrain.parallel.consolidate import universal_checkpoint_info
+    from mbtrain.checkpoint.shards import universal_checkpoint_info
 
     cfg = make_cfg(out / "uc", tensor=2, zero=1)
     tr = build_trainer(cfg, rank_batches(cfg, 0, 0, 1))

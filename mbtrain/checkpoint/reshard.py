@@ -1,14 +1,15 @@
-"""Resume a checkpoint saved with another parallel layout (tensor, pipeline, data, ZeRO stage).
+"""Resume a checkpoint saved with another parallel layout (any axis sizes, another ZeRO stage).
 
 This is mbtrain's own resharding, not DeepSpeed's universal checkpoint: `ds_to_universal`
 needs `universal_checkpoint_info` in the checkpoint and handles neither ZeRO-0 checkpoints
 nor the rename between a plain module and a PipelineModule, and DeepSpeed's universal load
 fails across ZeRO stages. Here every layout reads into one layout-free form
-(`consolidate.read_full_checkpoint`: full fp32 weights and Adam moments keyed by the plain
+(`shards.read_full_checkpoint`: full fp32 weights and Adam moments keyed by the plain
 model's names, plus the step, scheduler and client state), and the current engine takes
 its slice of each tensor (`tensor.shard_of`) through DeepSpeed's fragment API
 (`safe_set_full_fp32_param` / `safe_set_full_optimizer_state`) at ZeRO-1/2/3, or directly
-at ZeRO-0.
+at ZeRO-0. Whether a checkpoint needs this is the layout's answer
+(`ParallelLayout.differs_from`, the keys its marker records).
 
 Weights, moments, step and scheduler are restored exactly, so the first resumed loss and
 the following updates equal those of the original layout. Per-rank state (RNG, data-loader
@@ -22,10 +23,14 @@ from typing import Any
 
 import torch
 
-from mbtrain.parallel.consolidate import _n_blocks, _to_plain, read_full_checkpoint
+from mbtrain.checkpoint.config import CheckpointConfig
+from mbtrain.checkpoint.shards import read_full_checkpoint
+from mbtrain.errors import CheckpointError
+from mbtrain.model.config import ModelConfig
+from mbtrain.parallel.groups import ProcessGroups
+from mbtrain.parallel.layout import ParallelLayout
+from mbtrain.parallel.pipeline import plain_param_name
 from mbtrain.parallel.tensor import shard_of
-
-LAYOUT_KEYS = ("tensor", "pipeline", "data", "zero_stage")
 
 # Keys of a DeepSpeed model-states file that are DeepSpeed's own (the rest is client state).
 _DS_KEYS = {
@@ -50,43 +55,29 @@ _DS_KEYS = {
 }
 
 
-def saved_layout(info: dict) -> dict[str, int]:
-    return {k: int(info.get(k, 1 if k != "zero_stage" else 0)) for k in LAYOUT_KEYS}
-
-
-def current_layout(layout: Any, zero_stage: int) -> dict[str, int]:
-    return {
-        "tensor": layout.tensor,
-        "pipeline": layout.pipeline,
-        "data": layout.data,
-        "zero_stage": zero_stage,
-    }
-
-
-def needs_reshard(info: dict, layout: Any, zero_stage: int) -> bool:
-    """True when the checkpoint's marker layout differs from the current one."""
-    return saved_layout(info) != current_layout(layout, zero_stage)
-
-
-def load_resharded(engine: Any, root: Path, tag: str, info: dict, cfg: Any, mpu: Any) -> dict:
+def load_resharded(
+    engine: Any,
+    root: Path,
+    tag: str,
+    info: dict,
+    model_cfg: ModelConfig,
+    layout: ParallelLayout,
+    groups: ProcessGroups,
+    ckpt_cfg: CheckpointConfig,
+) -> dict:
     """Load checkpoint root/tag (any layout) into `engine`; return its client state.
 
-    All ranks call it. Replaces `engine.load_checkpoint` when `needs_reshard`.
+    All ranks call it. Replaces `engine.load_checkpoint` when `layout.differs_from(info)`.
     """
-    from mbtrain.parallel import is_pipeline
-
-    full = read_full_checkpoint(Path(root), tag, info, cfg.model, cfg.checkpoint.allow_pickle)
+    full = read_full_checkpoint(Path(root), tag, info, model_cfg, ckpt_cfg.allow_pickle)
     module = engine.module
-    pipeline = is_pipeline(module)
-    n_blocks = _n_blocks(cfg.model)
-    tp_rank = mpu.get_tensor_model_parallel_rank() if mpu is not None else 0
-    tp_size = mpu.get_tensor_model_parallel_world_size() if mpu is not None else 1
-    zero = cfg.parallel.zero_stage
+    pipeline = layout.pipeline_enabled
+    tp_rank = groups.get_tensor_model_parallel_rank()
+    tp_size = groups.get_tensor_model_parallel_world_size()
+    zero = layout.zero_stage
     have_optim = bool(full.optim)
 
     if zero == 3:
-        from mbtrain.errors import CheckpointError
-
         raise CheckpointError(
             f"{Path(root) / tag}: resuming with a different layout into ZeRO-3 is not supported; "
             "resume with parallel.zero_stage 0-2 (then save and switch), or with the saved layout"
@@ -94,7 +85,7 @@ def load_resharded(engine: Any, root: Path, tag: str, info: dict, cfg: Any, mpu:
     if zero in (1, 2) and have_optim:
         _init_flat_states(engine.optimizer, full.step)
     for name, p in module.named_parameters():
-        plain = _to_plain(name, pipeline, n_blocks)
+        plain = plain_param_name(name, pipeline, model_cfg.stage_blocks)
         w = shard_of(plain, full.weights[plain], tp_rank, tp_size)
         moments = {}
         if have_optim:

@@ -1,9 +1,4 @@
-"""Full, unsharded float32 weights of a tensor/pipeline-parallel model: live or from disk.
-
-`consolidated_state_dict` gathers a live engine's shards to rank 0 (for export at the end of
-training); `merge_parallel_checkpoint` reads a saved checkpoint's shards (for `mbtrain
-export` and `load_model`). Both return the plain model's keys; sharded tensors are
-concatenated along their split dimension in tensor-rank order (`tensor.merge_shards`).
+"""Reading a checkpoint's files, whatever layout wrote them, into one layout-free form.
 
 Checkpoint files, as DeepSpeed writes them:
 * without a pipeline: `mp_rank_<tp>_model_states.pt` (key `module`, `model.`-prefixed);
@@ -13,6 +8,12 @@ Checkpoint files, as DeepSpeed writes them:
   weights and Adam moments as flat partitions, addressed by `param_slice_mappings`
   (name -> offset, numel in this data-parallel rank's partition); these are exact also
   for bf16 runs, so the fp32 masters are preferred over the module copies when present.
+
+`read_full_checkpoint` gives full float32 weights and Adam moments keyed by the plain model's
+names (sharded tensors concatenated along their split dimension, `tensor.merge_shards`): what
+export, `load_model` and resharding (`reshard.py`) need. Every file goes through
+`serialization.load_torch_file` (data only). The parameter names stored with a ZeRO-0
+optimizer (`name_param_groups`) and DeepSpeed's `universal_checkpoint_info` are written here too.
 """
 
 from __future__ import annotations
@@ -24,85 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
+from mbtrain.checkpoint.serialization import load_torch_file
+from mbtrain.model.config import ModelConfig
+from mbtrain.parallel.pipeline import plain_param_name
 from mbtrain.parallel.tensor import merge_shards
-
-PREFIX = "model."
-
-
-def _to_plain(name: str, pipeline: bool, n_blocks: int) -> str:
-    if pipeline:
-        from mbtrain.parallel.pipeline import plain_name
-
-        return plain_name(name, n_blocks)
-    return name[len(PREFIX) :] if name.startswith(PREFIX) else name
-
-
-def _n_blocks(model_cfg: Any) -> int:
-    return model_cfg.global_layers if model_cfg.arch == "megabyte" else model_cfg.layers
-
-
-# -- from a live engine ---------------------------------------------------------------------------
-
-
-def local_plain_state(engine: Any, cfg: Any) -> dict[str, torch.Tensor]:
-    """This rank's parameters (its tensor shard, its stage) as float32 CPU, plain names.
-
-    All ranks of a data-parallel group must call it (ZeRO gathers are collective).
-    """
-    from mbtrain.parallel import is_pipeline
-
-    module = engine.module
-    pipeline = is_pipeline(module)
-    n_blocks = _n_blocks(cfg.model)
-    zero = cfg.parallel.zero_stage
-    params = dict(module.named_parameters())
-    by_id = {id(p): n for n, p in params.items()}
-    full: dict[str, torch.Tensor] = {}
-    if zero == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(params.values()), modifier_rank=None):
-            for n, p in params.items():
-                full[n] = p.detach().float().cpu().clone()
-    elif zero in (1, 2):
-        from deepspeed.utils import safe_get_full_fp32_param
-
-        for n, p in params.items():  # same order on every data-parallel rank
-            full[n] = safe_get_full_fp32_param(p).detach().float().cpu().clone()
-    else:
-        for n, p in params.items():
-            full[n] = p.detach().float().cpu().clone()
-    # Tied weights appear once in named_parameters, under every name in state_dict.
-    for key, t in module.state_dict(keep_vars=True).items():
-        if key not in full and id(t) in by_id:
-            full[key] = full[by_id[id(t)]]
-    return {_to_plain(k, pipeline, n_blocks): v for k, v in full.items()}
-
-
-def consolidated_state_dict(engine: Any, cfg: Any, mpu: Any) -> dict[str, torch.Tensor]:
-    """Full float32 state dict of the plain model on rank 0 ({} elsewhere); all ranks call."""
-    state = local_plain_state(engine, cfg)
-    tp_rank = mpu.get_tensor_model_parallel_rank() if mpu is not None else 0
-    dp_rank = mpu.get_data_parallel_rank() if mpu is not None else dist.get_rank()
-    mine = (tp_rank, state) if dp_rank == 0 else None
-    world = dist.get_world_size()
-    gathered = [None] * world if dist.get_rank() == 0 else None
-    dist.gather_object(mine, gathered, dst=0)
-    if dist.get_rank() != 0:
-        return {}
-    shards: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
-    for item in gathered:
-        if item is None:
-            continue
-        rank, part = item
-        for k, v in part.items():
-            shards[k][rank] = v
-    return {k: merge_shards(k, [v[r] for r in sorted(v)]) for k, v in shards.items()}
-
-
-# -- from disk ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -125,8 +52,6 @@ _OPTIM_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_sta
 
 
 def _load(path: Path, allow_pickle: bool = False) -> Any:
-    from mbtrain.checkpoint.serialization import load_torch_file
-
     return load_torch_file(path, allow_pickle=allow_pickle)
 
 
@@ -143,7 +68,7 @@ def _module_shards(
             idx, tp = int(m.group(1)), int(m.group(2))
             for k, v in _load(f, allow_pickle).items():
                 if torch.is_tensor(v):
-                    shards[_to_plain(f"{idx}.{k}", True, n_blocks)][tp] = v.float()
+                    shards[plain_param_name(f"{idx}.{k}", True, n_blocks)][tp] = v.float()
         else:
             m = _MP_FILE.match(f.name)
             if not m:
@@ -151,7 +76,7 @@ def _module_shards(
             tp = int(m.group(1))
             for k, v in _load(f, allow_pickle)["module"].items():
                 if torch.is_tensor(v):
-                    shards[_to_plain(k, False, n_blocks)][tp] = v.float()
+                    shards[plain_param_name(k, False, n_blocks)][tp] = v.float()
     return shards
 
 
@@ -190,14 +115,14 @@ def _optim_shards(
                     for key, t in flat.items():
                         pieces[name][key].append(t.narrow(0, frag.start, frag.numel))
         for name, by_key in pieces.items():
-            plain = _to_plain(name, pipeline > 1, n_blocks)
+            plain = plain_param_name(name, pipeline > 1, n_blocks)
             shape = shapes[(plain, tp)]
             out[plain][tp] = {k: torch.cat(v).float().view(shape) for k, v in by_key.items()}
     return out, step
 
 
 def read_full_checkpoint(
-    root: Path, tag: str, info: dict, model_cfg: Any, allow_pickle: bool = False
+    root: Path, tag: str, info: dict, model_cfg: ModelConfig, allow_pickle: bool = False
 ) -> FullCheckpoint:
     """Weights (and, for ZeRO-0/1/2, Adam moments) of any layout's checkpoint, unsharded."""
     from mbtrain.errors import CheckpointError
@@ -209,7 +134,7 @@ def read_full_checkpoint(
         raise CheckpointError(
             f"{ckpt}: merging ZeRO-3 checkpoints of tensor-parallel runs is not supported"
         )
-    n_blocks = _n_blocks(model_cfg)
+    n_blocks = model_cfg.stage_blocks
     module = _module_shards(ckpt, pipeline, n_blocks, allow_pickle)
     states_files = sorted(p for p in ckpt.iterdir() if _MP_FILE.match(p.name))
     states = _load(states_files[0], allow_pickle) if states_files else {}
@@ -263,7 +188,7 @@ def _zero0_optim(
                 if not s:
                     continue
                 step = int(torch.as_tensor(s["step"]).item())
-                out[_to_plain(name, pipeline > 1, n_blocks)][mp % tensor] = {
+                out[plain_param_name(name, pipeline > 1, n_blocks)][mp % tensor] = {
                     "exp_avg": s["exp_avg"].float(),
                     "exp_avg_sq": s["exp_avg_sq"].float(),
                 }
@@ -287,11 +212,10 @@ def name_param_groups(optimizer: torch.optim.Optimizer, module: torch.nn.Module)
         group[NAMES_KEY] = [names[id(p)] for p in group["params"]]
 
 
-def merge_parallel_checkpoint(root: Path, tag: str, info: dict) -> dict[str, torch.Tensor]:
+def merge_parallel_checkpoint(
+    root: Path, tag: str, info: dict, model_cfg: ModelConfig
+) -> dict[str, torch.Tensor]:
     """Plain float32 state dict of a tensor/pipeline-parallel checkpoint."""
-    from mbtrain.checkpoint.consolidate import model_config_of
-
-    model_cfg = model_config_of(info, Path(root))
     return read_full_checkpoint(Path(root), tag, info, model_cfg).weights
 
 
@@ -302,7 +226,7 @@ def universal_checkpoint_info(module: torch.nn.Module) -> dict[str, Any]:
     DeepSpeed's `ds_to_universal` merge this layout's shards: parameters without
     `tensor_model_parallel` are replicated over the tensor group, row-parallel ones are
     concatenated along dim 1, the rest (column-parallel) along dim 0. mbtrain's own
-    resharding (`mbtrain.parallel.reshard`) does not need it; it is there for DeepSpeed's
+    resharding (`mbtrain.checkpoint.reshard`) does not need it; it is there for DeepSpeed's
     tooling.
     """
     from deepspeed.checkpoint.constants import (

@@ -1,0 +1,148 @@
+"""Process groups of a layout, and the `mpu` DeepSpeed queries, built in one place.
+
+The rank <-> coordinates map is DeepSpeed's own `ProcessTopology` over the layout's axes
+(`layout.AXES`, slowest first), so it is the one a DeepSpeed `PipelineModule` computes for
+itself from `PipeModelDataParallelTopology` (same axes when only pipe, data and model are
+used). Every group is the set of ranks that differ only along some axes:
+
+* one axis: tensor ("model"), data, pipe;
+* model parallel = pipe x tensor: every rank holding a different part of one replica (what
+  DeepSpeed calls the model-parallel group: checkpoint file names, gradient norms);
+* replicas = every axis whose ranks hold the same weights (`layout.REPLICA_AXES`):
+  consolidation reads each shard from the first replica only.
+
+`ProcessGroups` answers DeepSpeed's mpu queries (`get_{model,data}_parallel_*`, the tensor and
+pipe ones it probes). It deliberately has no `initialize_sequence_parallel`: with it, ZeRO would
+take the model-parallel size as 1 and count sharded parameters wrong. `torch.distributed.
+new_group` is collective: every rank creates every group, in the same order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch.distributed as dist
+
+from mbtrain.parallel.layout import AXES, REPLICA_AXES, WEIGHT_AXES, ParallelLayout
+
+_DS = dict(AXES)  # layout axis -> DeepSpeed topology axis
+
+
+def build_topology(layout: ParallelLayout) -> Any:
+    """DeepSpeed's topology of the layout (what a PipelineModule and the groups are built on)."""
+    from deepspeed.runtime.pipe.topology import ProcessTopology
+
+    return ProcessTopology(
+        axes=[ds for _, ds in AXES], dims=[layout.size(name) for name, _ in AXES]
+    )
+
+
+class _Group:
+    """One process group this rank belongs to: its torch group, ranks and our place in it."""
+
+    def __init__(self, group: Any, ranks: list[int], me: int) -> None:
+        self.group, self.ranks = group, ranks
+        self.rank, self.size = ranks.index(me), len(ranks)
+
+
+class ProcessGroups:
+    """Every group of `layout` (all ranks must construct it: group creation is collective)."""
+
+    def __init__(self, layout: ParallelLayout) -> None:
+        self.layout = layout
+        self.topology = build_topology(layout)
+        self.global_rank = dist.get_rank()
+        self._groups: dict[tuple[str, ...], _Group] = {}
+        self.coords = self.topology.get_coord(self.global_rank)
+        for axes in self.GROUPS:
+            self._groups[axes] = self._build(axes)
+
+    GROUPS: tuple[tuple[str, ...], ...] = tuple(
+        dict.fromkeys([*((name,) for name, _ in AXES), WEIGHT_AXES, REPLICA_AXES])
+    )
+
+    def _build(self, varying: tuple[str, ...]) -> _Group:
+        """The groups of ranks that differ only along `varying` (each rank gets its own)."""
+        fixed = [name for name, _ in AXES if name not in varying]
+        sizes = {name: self.layout.size(name) for name, _ in AXES}
+        mine = None
+        for key in itertools.product(*(range(sizes[f]) for f in fixed)):
+            where = dict(zip((_DS[f] for f in fixed), key))
+            ranks = sorted(self.topology.filter_match(**where))
+            group = dist.new_group(ranks=ranks)
+            if self.global_rank in ranks:
+                mine = _Group(group, ranks, self.global_rank)
+        assert mine is not None
+        return mine
+
+    def group(self, *axes: str) -> _Group:
+        return self._groups[tuple(axes)]
+
+    # -- what mbtrain asks ---------------------------------------------------------------------
+    @property
+    def data_rank(self) -> int:
+        """Index of this rank's data-parallel replica: its share of the samples."""
+        return self.group("data").rank
+
+    @property
+    def replica_rank(self) -> int:
+        """0 on the first of the ranks holding the same weights (where shards are read)."""
+        return self.group(*REPLICA_AXES).rank
+
+    def deepspeed_mpu(self) -> Any:
+        """What `deepspeed.initialize(mpu=...)` gets: None without model parallelism (DeepSpeed's
+        own world group is then the data group) and with a pipeline (the PipelineModule brings
+        its own grid, and DeepSpeed refuses an mpu beside it)."""
+        if not self.layout.model_parallel_enabled or self.layout.pipeline_enabled:
+            return None
+        return self
+
+    # -- the six queries DeepSpeed always makes ---------------------------------------------------
+    def get_model_parallel_rank(self) -> int:
+        return self.group(*WEIGHT_AXES).rank
+
+    def get_model_parallel_world_size(self) -> int:
+        return self.group(*WEIGHT_AXES).size
+
+    def get_model_parallel_group(self) -> Any:
+        return self.group(*WEIGHT_AXES).group
+
+    def get_data_parallel_rank(self) -> int:
+        return self.group("data").rank
+
+    def get_data_parallel_world_size(self) -> int:
+        return self.group("data").size
+
+    def get_data_parallel_group(self) -> Any:
+        return self.group("data").group
+
+    def get_data_parallel_group_ranks(self) -> list[int]:
+        return self.group("data").ranks
+
+    # -- tensor and pipeline axes ---------------------------------------------------------------
+    def get_tensor_model_parallel_rank(self) -> int:
+        return self.group("tensor").rank
+
+    def get_tensor_model_parallel_world_size(self) -> int:
+        return self.group("tensor").size
+
+    def get_tensor_model_parallel_group(self) -> Any:
+        return self.group("tensor").group
+
+    def get_tensor_model_parallel_src_rank(self) -> int:
+        return self.group("tensor").ranks[0]
+
+    def get_pipe_parallel_rank(self) -> int:
+        return self.group("pipeline").rank
+
+    def get_pipe_parallel_world_size(self) -> int:
+        return self.group("pipeline").size
+
+    def get_pipe_parallel_group(self) -> Any:
+        return self.group("pipeline").group
+
+
+def build_process_groups(layout: ParallelLayout) -> ProcessGroups:
+    """All groups of the layout (collective: every rank calls it once, at start-up)."""
+    return ProcessGroups(layout)

@@ -1,0 +1,171 @@
+"""The parallel layout: one typed object answers how the ranks of a run are arranged.
+
+World = the product of the axes' sizes. The axes, slowest-varying first (that order is the
+rank order, so the fastest axis's groups are neighbouring ranks, i.e. one node):
+
+    pipeline   stages of the global blocks           (DeepSpeed name "pipe")
+    data       replicas that see different samples   ("data"; its size follows from the
+                                                       world size, the others are set)
+    tensor     shards of the global model's weights  ("model")
+
+Everything else is derived here and nowhere else: the data-parallel size, which axes are in
+use, how many ranks share one batch (`ranks_per_sample`) or hold the same weights, the keys
+a checkpoint's marker records, and the arithmetic checks a layout must pass before any
+process group exists. Process groups are built from a layout by `groups.build_process_groups`.
+Adding an axis means adding it to `AXES` and to the places that use it, not repeating
+`tensor * pipeline` elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+AXES = (("pipeline", "pipe"), ("data", "data"), ("tensor", "model"))
+"""(layout field, DeepSpeed topology axis), slowest-varying first."""
+SAMPLE_AXES = ("data",)
+"""Axes along which ranks see different samples; every other axis shares the batch."""
+WEIGHT_AXES = ("pipeline", "tensor")
+"""Axes along which ranks hold different weights."""
+REPLICA_AXES = tuple(name for name, _ in AXES if name not in WEIGHT_AXES)
+"""Axes along which ranks hold the same weights (gradients are reduced over them)."""
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """Sizes of every parallel axis for one run, and what follows from them."""
+
+    world_size: int
+    """Processes in the run (from the launcher)."""
+    tensor: int = 1
+    """Tensor-parallel size (global model weights split Megatron style)."""
+    pipeline: int = 1
+    """Pipeline stages over the global blocks."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage: how optimizer state is partitioned over the data axis."""
+
+    # ----------------------------------------------------------------- sizes
+    @classmethod
+    def from_config(cls, cfg: Any, world_size: int) -> ParallelLayout:
+        """From the `parallel.*` section (a ParallelConfig) and the launcher's world size."""
+        set_axes = {name: getattr(cfg, name) for name, _ in AXES if name != "data"}
+        return cls(world_size=world_size, zero_stage=cfg.zero_stage, **set_axes)
+
+    def size(self, axis: str) -> int:
+        return self.data if axis == "data" else getattr(self, axis)
+
+    @property
+    def ranks_per_replica(self) -> int:
+        """Ranks that share one data-parallel replica (the product of every set axis)."""
+        n = 1
+        for name, _ in AXES:
+            if name != "data":
+                n *= getattr(self, name)
+        return n
+
+    @property
+    def data(self) -> int:
+        """Data-parallel size: what the world leaves after the other axes (0 if it does not divide)."""
+        per = self.ranks_per_replica
+        return self.world_size // per if per and self.world_size % per == 0 else 0
+
+    @property
+    def ranks_per_sample(self) -> int:
+        """Ranks that see the same samples (every axis but the sample axes)."""
+        return self.world_size // max(1, self.data)
+
+    @property
+    def weight_shards(self) -> int:
+        """Ranks that hold different parts of one model replica."""
+        n = 1
+        for name in WEIGHT_AXES:
+            n *= getattr(self, name)
+        return n
+
+    @property
+    def tensor_enabled(self) -> bool:
+        return self.tensor > 1
+
+    @property
+    def pipeline_enabled(self) -> bool:
+        return self.pipeline > 1
+
+    @property
+    def data_enabled(self) -> bool:
+        return self.data > 1
+
+    @property
+    def model_parallel_enabled(self) -> bool:
+        """Any axis besides data (the run needs its own process groups for DeepSpeed)."""
+        return self.ranks_per_replica > 1
+
+    @property
+    def sharded_weights(self) -> bool:
+        """Whether a rank holds only part of the weights (merging needed to export them)."""
+        return self.weight_shards > 1
+
+    # ----------------------------------------------------------------- checkpoints
+    MARKER_KEYS = (*(name for name, _ in AXES), "zero_stage")
+
+    def marker(self) -> dict[str, int]:
+        """The layout as a checkpoint's marker records it."""
+        return {k: self.size(k) if k in dict(AXES) else getattr(self, k) for k in self.MARKER_KEYS}
+
+    @staticmethod
+    def saved(info: dict) -> dict[str, int]:
+        """The layout keys of a checkpoint's marker; a key an older checkpoint lacks is an axis
+        it did not use (size 1) or ZeRO 0."""
+        return {
+            k: int(info.get(k, 0 if k == "zero_stage" else 1)) for k in ParallelLayout.MARKER_KEYS
+        }
+
+    def differs_from(self, info: dict) -> bool:
+        """True when a checkpoint was saved with another layout (it must be resharded)."""
+        return self.saved(info) != self.marker()
+
+    @staticmethod
+    def describe_saved(info: dict) -> str:
+        return ", ".join(f"{k} {v}" for k, v in ParallelLayout.saved(info).items())
+
+    def describe(self) -> str:
+        axes = " x ".join(f"{name} {self.size(name)}" for name, _ in AXES)
+        return f"{axes}, ZeRO-{self.zero_stage}"
+
+    # ----------------------------------------------------------------- checks
+    def problems(self, model: Any) -> list[str]:
+        """Every arithmetic reason this layout cannot run `model` (a ModelConfig)."""
+        errors: list[str] = []
+        if self.world_size < 1:
+            return [f"world size must be >= 1, got {self.world_size}"]
+        per = self.ranks_per_replica
+        if self.world_size % per:
+            product = " x ".join(
+                f"parallel.{n} ({getattr(self, n)})" for n, _ in AXES if n != "data"
+            )
+            ok = ", ".join(map(str, _divisors(self.world_size)))
+            errors.append(
+                f"{product} = {per} does not divide the world size ({self.world_size}); "
+                f"valid products: {ok}"
+            )
+        prefix, heads, layers = _heads_layers(model)
+        if heads % self.tensor:
+            errors.append(
+                f"{prefix}_heads ({heads}) must be divisible by parallel.tensor ({self.tensor}); "
+                f"valid tensor sizes: {', '.join(map(str, _divisors(heads)))}"
+            )
+        if layers % self.pipeline:
+            errors.append(
+                f"{prefix}_layers ({layers}) must be divisible by parallel.pipeline "
+                f"({self.pipeline}); valid pipeline sizes: {', '.join(map(str, _divisors(layers)))}"
+            )
+        return errors
+
+
+def _heads_layers(model: Any) -> tuple[str, int, int]:
+    if model.arch == "megabyte":
+        return "model.global", model.global_heads, model.global_layers
+    return "model", model.heads, model.layers
