@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from mbtrain.model.config import ModelConfig
 from mbtrain.model.layers import KVCache, TransformerStack, init_weights, trunc_normal_
-from mbtrain.model.loss import chunked_cross_entropy, chunked_nll
+from mbtrain.model.loss import chunked_nll, chunked_nll_sum, masked_targets
 from mbtrain.model.megabyte import N_BYTES
 from mbtrain.model.staged import StagedModel
 
@@ -64,20 +64,25 @@ class ByteTransformer(StagedModel):
             h = h + self.pos(torch.arange(offset, offset + length, device=h.device))
         return h
 
-    def embed_global(self, x: Tensor) -> Tensor:
-        """Transformer input (B, T, D): start vector, then bytes 0..T-2, plus positions."""
+    def embed_global_span(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Transformer input (B, stop-start, D) for positions [start, stop): the start vector
+        at position 0, else the previous byte; plus positions."""
         self._check(x)
-        b, t = x.shape
-        return self.dropout(self.embed_inputs(x[:, : t - 1], b, 0, t))
+        prev = x[:, max(start - 1, 0) : stop - 1]
+        return self.dropout(self.embed_inputs(prev, x.shape[0], start, stop - start))
 
     def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
         """Next-byte logits (B, T, 256) from the blocks' output."""
         return self.head(self.global_model.norm(h_global))
 
-    def local_head(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Mean cross-entropy (nats) from the blocks' output, chunked over positions."""
-        return chunked_cross_entropy(
-            h_global, x, mask, self.global_model.norm, self.head, self.cfg.loss_chunk_size
+    def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Summed NLL (nats) of x's bytes from the blocks' output, chunked over positions."""
+        return chunked_nll_sum(
+            h_global,
+            masked_targets(x, mask),
+            self.global_model.norm,
+            self.head,
+            self.cfg.loss_chunk_size,
         )
 
     @torch.no_grad()

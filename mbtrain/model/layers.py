@@ -19,6 +19,8 @@ Why the structure is what it is:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -94,6 +96,16 @@ class KVCache:
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
+@dataclass
+class AttentionContext:
+    """Per-call facts attention needs besides the hidden states, handed down by the caller
+    through every block (and kept for activation checkpointing's recomputation)."""
+
+    sequence_shard: bool = False
+    """The hidden states are this rank's contiguous share of a longer sequence: context
+    parallelism then runs the core on the whole sequence (see mbtrain.parallel.context)."""
+
+
 class AttentionCore(nn.Module):
     """Positions and scaled dot-product attention on q, k, v of shape (B, L, H, hd).
 
@@ -108,7 +120,14 @@ class AttentionCore(nn.Module):
         self.rope_theta = cfg.rope_theta
         self.dropout = cfg.dropout
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        cache: KVCache | None = None,
+        ctx: AttentionContext | None = None,
+    ) -> Tensor:
         length, head_dim = q.shape[1], q.shape[-1]
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, hd)
         past = 0 if cache is None else cache.length
@@ -145,7 +164,9 @@ class Attention(nn.Module):
         self.core = AttentionCore(cfg)
         self.dropout = cfg.dropout
 
-    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, cache: KVCache | None = None, ctx: AttentionContext | None = None
+    ) -> Tensor:
         b, length, _ = x.shape
         # Head counts from the (possibly sharded) linears, not from the config.
         n_q = self.q_proj.out_features // self.head_dim
@@ -153,7 +174,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, length, n_q, self.head_dim)  # (B, L, H, hd)
         k = self.k_proj(x).view(b, length, n_kv, self.head_dim)
         v = self.v_proj(x).view(b, length, n_kv, self.head_dim)
-        y = self.core(q, k, v, cache)  # (B, L, H, hd)
+        y = self.core(q, k, v, cache, ctx)  # (B, L, H, hd)
         return self.out_proj(y.reshape(b, length, n_q * self.head_dim))  # (B, L, D)
 
 
@@ -187,14 +208,18 @@ class Block(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.checkpoint = cfg.activation_checkpointing
 
-    def _forward(self, h: Tensor, cache: KVCache | None = None) -> Tensor:
-        h = h + self.resid_dropout(self.attn(self.attn_norm(h), cache))
+    def _forward(
+        self, h: Tensor, cache: KVCache | None = None, ctx: AttentionContext | None = None
+    ) -> Tensor:
+        h = h + self.resid_dropout(self.attn(self.attn_norm(h), cache, ctx))
         return h + self.resid_dropout(self.mlp(self.mlp_norm(h)))
 
-    def forward(self, h: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, h: Tensor, cache: KVCache | None = None, ctx: AttentionContext | None = None
+    ) -> Tensor:
         if self.checkpoint and cache is None and torch.is_grad_enabled():
-            return checkpoint(self._forward, h, use_reentrant=False)
-        return self._forward(h, cache)
+            return checkpoint(self._forward, h, None, ctx, use_reentrant=False)
+        return self._forward(h, cache, ctx)
 
 
 class TransformerStack(nn.Module):
@@ -205,10 +230,15 @@ class TransformerStack(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, dim, n_heads) for _ in range(n_layers))
         self.norm = build_norm(cfg, dim)
 
-    def forward(self, h: Tensor, caches: list[KVCache] | None = None) -> Tensor:
+    def forward(
+        self,
+        h: Tensor,
+        caches: list[KVCache] | None = None,
+        ctx: AttentionContext | None = None,
+    ) -> Tensor:
         """Apply all blocks; the final norm is left to the caller (pipeline stages split here)."""
         for i, block in enumerate(self.blocks):
-            h = block(h, None if caches is None else caches[i])
+            h = block(h, None if caches is None else caches[i], ctx)
         return h
 
     def new_caches(self) -> list[KVCache]:
@@ -240,6 +270,7 @@ def ceil_div(a: int, b: int) -> int:
 __all__ = [
     "MLP",
     "Attention",
+    "AttentionContext",
     "AttentionCore",
     "Block",
     "KVCache",

@@ -59,17 +59,3 @@ def chunked_nll(hidden: Tensor, x: Tensor, norm: nn.Module, head: nn.Module, chu
             y = x[:, start : start + chunk]
             out.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none"))
     return torch.cat(out, dim=1)
-
-
-def chunked_cross_entropy(
-    hidden: Tensor,
-    x: Tensor,
-    mask: Tensor | None,
-    norm: nn.Module,
-    head: nn.Module,
-    chunk: int,
-) -> Tensor:
-    """Mean next-byte cross-entropy in nats over the positions where mask is True."""
-    targets = masked_targets(x, mask)
-    count = (targets != IGNORE).sum().clamp(min=1)
-    return chunked_nll_sum(hidden, targets, norm, head, chunk) / count

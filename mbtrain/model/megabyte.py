@@ -47,7 +47,7 @@ from mbtrain.model.layers import (
     shift_right,
     trunc_normal_,
 )
-from mbtrain.model.loss import chunked_cross_entropy, chunked_nll
+from mbtrain.model.loss import chunked_nll, chunked_nll_sum, masked_targets
 from mbtrain.model.staged import StagedModel
 
 N_BYTES = 256
@@ -60,7 +60,7 @@ class MegaByte(StagedModel):
         super().__init__()
         self.cfg = cfg
         p, d_g, d_l = cfg.patch_size, cfg.global_dim, cfg.local_dim
-        self.patch_size = p
+        self.patch_size = self.global_stride = p
         self.global_embed = nn.Embedding(N_BYTES, d_g)
         self.global_pos = nn.Embedding(cfg.seq_len, d_g) if cfg.pos == "learned" else None
         self.global_pad = nn.Parameter(torch.empty(p * d_g))
@@ -98,10 +98,17 @@ class MegaByte(StagedModel):
         e = F.pad(e, (0, 0, 0, k * self.patch_size - t))  # zero vectors, not a byte value
         return e.reshape(b, k, self.patch_size * e.shape[-1])  # (B, K, P*D_G)
 
-    def embed_global(self, x: Tensor) -> Tensor:
-        """Global model input (B, K, P*D_G): pad patch, then patches 0..K-2 of x."""
+    def embed_global_span(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Global model input (B, stop-start, P*D_G) for patch positions [start, stop): the
+        embeddings of patches start-1 .. stop-2 of x (the learned pad patch for position 0).
+        The whole sequence is the span [0, K): pad patch, then patches 0..K-2."""
         self._check(x)
-        return self.dropout(shift_right(self.embed_patches(x), self.global_pad))
+        p = self.patch_size
+        lo, hi = max(start - 1, 0) * p, min((stop - 1) * p, x.shape[1])
+        e = self.embed_patches(x[:, lo:hi], offset=lo)  # (B, n, P*D_G)
+        if start == 0:
+            e = torch.cat([self.global_pad.expand(x.shape[0], 1, -1), e], dim=1)
+        return self.dropout(e)
 
     # -- local side --------------------------------------------------------------------------
 
@@ -130,11 +137,16 @@ class MegaByte(StagedModel):
         """Next-byte logits (B, T, 256) from the global blocks' output."""
         return self.head(self.local_model.norm(self.local_hidden(h_global, x)))
 
-    def local_head(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Mean cross-entropy (nats) from the global blocks' output, chunked over positions."""
+    def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Summed NLL (nats) of x's bytes from the global output of their patches (any span:
+        the local model never looks across patches); chunked over positions."""
         hidden = self.local_hidden(h_global, x)
-        return chunked_cross_entropy(
-            hidden, x, mask, self.local_model.norm, self.head, self.cfg.loss_chunk_size
+        return chunked_nll_sum(
+            hidden,
+            masked_targets(x, mask),
+            self.local_model.norm,
+            self.head,
+            self.cfg.loss_chunk_size,
         )
 
     # -- whole model -------------------------------------------------------------------------

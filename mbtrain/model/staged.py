@@ -3,30 +3,55 @@
 `embed_global` -> the global blocks -> `local_head` / `local_logits`. Pipeline parallelism
 cuts the model along exactly these stages, so both architectures expose them, and the whole
 model is only their composition.
+
+The stages also work on a span of the global positions (`embed_global_span`,
+`local_nll_sum`): context parallelism gives each rank a contiguous span of them. A global
+position stands for `global_stride` bytes (the patch size; 1 for the baseline). The whole
+model is the span [0, K), so both paths share every line of the math.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mbtrain.model.layers import AttentionContext
+from mbtrain.model.loss import IGNORE, masked_targets
+
 
 class StagedModel(nn.Module):
     """Composition of the stages; subclasses define them and `global_model.blocks`."""
 
-    def embed_global(self, x: Tensor) -> Tensor:
+    global_stride: int = 1
+    """Bytes per global position (MegaByte: the patch size)."""
+
+    def embed_global_span(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Global-model input for positions [start, stop) of the sequence x (B, T): position k
+        sees only bytes of positions < k (the shift by one position)."""
         raise NotImplementedError
+
+    def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Summed next-byte NLL (nats) of the bytes x (B, n * global_stride) of a span of
+        positions, from the global blocks' output for that span; masked bytes count 0."""
+        raise NotImplementedError
+
+    def embed_global(self, x: Tensor) -> Tensor:
+        return self.embed_global_span(x, 0, -(-x.shape[1] // self.global_stride))
 
     def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def local_head(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        raise NotImplementedError
+        """Mean next-byte cross-entropy (nats) over the unmasked bytes."""
+        count = (masked_targets(x, mask) != IGNORE).sum().clamp(min=1)
+        return self.local_nll_sum(h_global, x, mask) / count
+
+    def run_blocks(self, h: Tensor, ctx: AttentionContext | None = None) -> Tensor:
+        for block in self.global_model.blocks:
+            h = block(h, None, ctx)
+        return h
 
     def run_global(self, x: Tensor) -> Tensor:
-        h = self.embed_global(x)
-        for block in self.global_model.blocks:
-            h = block(h)
-        return h
+        return self.run_blocks(self.embed_global(x))
 
     def forward(self, x: Tensor) -> Tensor:
         """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t]."""
