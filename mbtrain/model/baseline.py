@@ -69,7 +69,10 @@ class ByteTransformer(StagedModel):
         at position 0, else the previous byte; plus positions."""
         self._check(x)
         prev = x[:, max(start - 1, 0) : stop - 1]
-        return self.dropout(self.embed_inputs(prev, x.shape[0], start, stop - start))
+        h = self.embed_inputs(prev, x.shape[0], start, stop - start)
+        if start > 0:
+            h = h + 0.0 * self.start[:1]  # every span uses every parameter (see MegaByte)
+        return self.dropout(h)
 
     def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
         """Next-byte logits (B, T, 256) from the blocks' output."""

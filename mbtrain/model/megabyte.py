@@ -108,6 +108,10 @@ class MegaByte(StagedModel):
         e = self.embed_patches(x[:, lo:hi], offset=lo)  # (B, n, P*D_G)
         if start == 0:
             e = torch.cat([self.global_pad.expand(x.shape[0], 1, -1), e], dim=1)
+        else:
+            # The pad patch takes part (with a zero gradient) in every span: data-parallel
+            # reducers that bucket gradients (ZeRO-2) need the same parameters on every rank.
+            e = e + 0.0 * self.global_pad[:1]
         return self.dropout(e)
 
     # -- local side --------------------------------------------------------------------------
