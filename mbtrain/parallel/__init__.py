@@ -6,7 +6,11 @@ package never imports torch.distributed. The order of its steps, and why:
 1. process groups from the layout (`groups.py`): every later step needs them;
 2. tensor parallelism on the full, seeded model: sharded linears slice the full weights, so
    the full model must exist first, and pipeline stages then hold already-sharded blocks;
-3. pipeline stages (DeepSpeed `PipelineModule`) over the sharded blocks;
+3. context parallelism (`context.py`) wraps the attention cores of the sharded blocks (so
+   its all-to-all splits the heads this tensor rank holds) and replaces the loss module by
+   one that computes this rank's span of every sequence;
+   or pipeline stages (DeepSpeed `PipelineModule`) over the sharded blocks (the two are
+   exclusive: checked at config time);
 4. the caller hands the result to `deepspeed.initialize`, which adds ZeRO data parallelism
    (with a pipeline DeepSpeed takes the PipelineModule's grid as its mpu, built from the
    same topology).
@@ -62,6 +66,11 @@ def apply_parallelism(
             layout.tensor,
             split_local=cfg.split_local,
         )
+    if layout.context_enabled:
+        from mbtrain.parallel.context import apply_context_parallel
+
+        ctx = groups.group("context")
+        return apply_context_parallel(module, ctx.group, ctx.rank, ctx.size), groups
     if not layout.pipeline_enabled:
         return module, groups
     from mbtrain.parallel.pipeline import build_pipeline_module

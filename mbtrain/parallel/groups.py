@@ -142,6 +142,28 @@ class ProcessGroups:
     def get_pipe_parallel_group(self) -> Any:
         return self.group("pipeline").group
 
+    # -- context axis: DeepSpeed's "sequence parallel" ---------------------------------------------
+    # With these, DeepSpeed's engine reduces gradients and partitions ZeRO state over the
+    # sequence-data-parallel group (every rank holding the same weights: data x context),
+    # summing over the context axis and averaging over the data axis only.
+    def get_sequence_parallel_rank(self) -> int:
+        return self.group("context").rank
+
+    def get_sequence_parallel_world_size(self) -> int:
+        return self.group("context").size
+
+    def get_sequence_parallel_group(self) -> Any:
+        return self.group("context").group
+
+    def get_sequence_data_parallel_rank(self) -> int:
+        return self.group(*REPLICA_AXES).rank
+
+    def get_sequence_data_parallel_world_size(self) -> int:
+        return self.group(*REPLICA_AXES).size
+
+    def get_sequence_data_parallel_group(self) -> Any:
+        return self.group(*REPLICA_AXES).group
+
 
 def build_process_groups(layout: ParallelLayout) -> ProcessGroups:
     """All groups of the layout (collective: every rank calls it once, at start-up)."""

@@ -6,6 +6,7 @@ rank order, so the fastest axis's groups are neighbouring ranks, i.e. one node):
     pipeline   stages of the global blocks           (DeepSpeed name "pipe")
     data       replicas that see different samples   ("data"; its size follows from the
                                                        world size, the others are set)
+    context    spans of every sequence               ("context"; see context.py)
     tensor     shards of the global model's weights  ("model")
 
 Everything else is derived here and nowhere else: the data-parallel size, which axes are in
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-AXES = (("pipeline", "pipe"), ("data", "data"), ("tensor", "model"))
+AXES = (("pipeline", "pipe"), ("data", "data"), ("context", "context"), ("tensor", "model"))
 """(layout field, DeepSpeed topology axis), slowest-varying first."""
 SAMPLE_AXES = ("data",)
 """Axes along which ranks see different samples; every other axis shares the batch."""
@@ -45,6 +46,8 @@ class ParallelLayout:
     """Tensor-parallel size (global model weights split Megatron style)."""
     pipeline: int = 1
     """Pipeline stages over the global blocks."""
+    context: int = 1
+    """Context-parallel size: each sequence split into this many contiguous spans."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage: how optimizer state is partitioned over the data axis."""
 
@@ -97,6 +100,10 @@ class ParallelLayout:
     @property
     def data_enabled(self) -> bool:
         return self.data > 1
+
+    @property
+    def context_enabled(self) -> bool:
+        return self.context > 1
 
     @property
     def model_parallel_enabled(self) -> bool:
@@ -161,6 +168,34 @@ class ParallelLayout:
             errors.append(
                 f"{prefix}_layers ({layers}) must be divisible by parallel.pipeline "
                 f"({self.pipeline}); valid pipeline sizes: {', '.join(map(str, _divisors(layers)))}"
+            )
+        if self.context_enabled:
+            errors += self._context_problems(model, prefix, heads)
+        return errors
+
+    def _context_problems(self, model: Any, prefix: str, heads: int) -> list[str]:
+        errors = []
+        if self.pipeline_enabled:
+            errors.append(
+                f"parallel.context ({self.context}) with parallel.pipeline ({self.pipeline}) is "
+                "not supported (DeepSpeed's pipeline engine has no sequence parallelism); "
+                "use tensor x context x data"
+            )
+        stride = model.patch_size if model.arch == "megabyte" else 1
+        positions = model.seq_len // stride
+        what = "K = model.seq_len / model.patch_size" if stride > 1 else "model.seq_len"
+        if positions % self.context:
+            errors.append(
+                f"parallel.context ({self.context}) must divide {what} ({positions}): each "
+                f"rank holds K/context whole positions; valid sizes: "
+                f"{', '.join(map(str, _divisors(positions)))}"
+            )
+        if heads % self.tensor == 0 and (heads // self.tensor) % self.context:
+            per = heads // self.tensor
+            errors.append(
+                f"{prefix}_heads per tensor rank ({heads} / parallel.tensor {self.tensor} = "
+                f"{per}) must be divisible by parallel.context ({self.context}) for Ulysses' "
+                f"all-to-all over heads; valid context sizes: {', '.join(map(str, _divisors(per)))}"
             )
         return errors
 

@@ -70,3 +70,25 @@ def test_layout_keys_of_older_checkpoints():
     assert not layout.differs_from({"tensor": 2})
     assert layout.differs_from({**old, "zero_stage": 1})
     assert "tensor 2" in ParallelLayout.describe_saved(old)
+
+
+def test_context_parallel_layout_errors():
+    """tiny_cpu: seq_len 512, patch 8 (K = 64), 4 global heads, 2 global layers."""
+    with pytest.raises(ConfigError) as e:
+        check_layout(_cfg("parallel.context=2", "parallel.pipeline=2"), 4)
+    assert "parallel.context (2) with parallel.pipeline (2) is not supported" in str(e.value)
+    with pytest.raises(
+        ConfigError, match=r"must divide K = model.seq_len / model.patch_size \(64\)"
+    ):
+        check_layout(_cfg("parallel.context=3"), 3)
+    with pytest.raises(ConfigError, match=r"heads per tensor rank \(4 / parallel.tensor 2 = 2\)"):
+        check_layout(_cfg("parallel.context=4", "parallel.tensor=2"), 8)
+    with pytest.raises(ConfigError, match=r"parallel.context: must be >= 1"):
+        _cfg("parallel.context=0")
+    layout = check_layout(_cfg("parallel.context=2", "parallel.tensor=2"), 8)
+    assert (layout.context, layout.tensor, layout.data) == (2, 2, 2)
+    assert layout.ranks_per_sample == 4 and layout.weight_shards == 2
+    assert layout.marker()["context"] == 2
+    assert not layout.differs_from({**layout.marker()})
+    # A checkpoint without the key was saved without context parallelism.
+    assert layout.differs_from({k: v for k, v in layout.marker().items() if k != "context"})

@@ -40,6 +40,36 @@ def test_tensor_parallel_matches_single_process(launch):
 
 
 @pytest.mark.dist
+def test_context_parallel_matches_single_process(launch):
+    """CP=2 (rope and learned positions, ZeRO-0 and ZeRO-2), the baseline transformer at
+    CP=2, and with 4 processes CP=4 and TP=2 x CP=2: losses, gradients and weights as one
+    process computes them."""
+    res = launch(
+        "cp",
+        2,
+        cases=[
+            {"name": "cp2_rope", "context": 2, "zero": 0},
+            {"name": "cp2_learned_z2", "context": 2, "zero": 2, "pos": "learned"},
+            {"name": "cp2_baseline", "context": 2, "arch": "transformer"},
+        ],
+        export="cp2_rope",
+    )
+    _check_tp(res, ["cp2_rope", "cp2_learned_z2", "cp2_baseline"])
+    assert res["export"]["logit_diff"] < LOSS_TOL
+    res4 = launch(
+        "cp",
+        4,
+        sub="four",
+        timeout=600,
+        cases=[
+            {"name": "cp4", "context": 4, "zero": 1},
+            {"name": "tp2_cp2", "context": 2, "tensor": 2, "zero": 0, "pos": "learned"},
+        ],
+    )
+    _check_tp(res4, ["cp4", "tp2_cp2"])
+
+
+@pytest.mark.dist
 def test_pipeline_matches_single_process(launch):
     """PP=2 through train_batch (2 micro-batches) and eval_batch, ZeRO 0 and 1."""
     res = launch("pp", 2, zeros=[0, 1])

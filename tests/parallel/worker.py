@@ -35,6 +35,8 @@ def make_cfg(
     dropout=0.0,
     mbs=2,
     arch="megabyte",
+    context=1,
+    pos="rope",
 ):
     from mbtrain.config import load_config
 
@@ -58,6 +60,8 @@ def make_cfg(
             "model.init_std=0.2",
             f"parallel.tensor={tensor}",
             f"parallel.pipeline={pipeline}",
+            f"parallel.context={context}",
+            f"model.pos={pos}",
             f"parallel.zero_stage={zero}",
             f"parallel.split_local={str(split_local).lower()}",
             f"train.micro_batch_size={mbs}",
@@ -285,6 +289,46 @@ def scenario_tp(out: Path, args: dict) -> dict:
     return res
 
 
+def scenario_cp(out: Path, args: dict) -> dict:
+    """Context parallelism (x tensor x data, any ZeRO stage) vs the single-process reference:
+    losses per step, gradients before the first update, weights after the last."""
+    res = {}
+    for case in args["cases"]:
+        case = dict(case)
+        name = case.pop("name")
+        cfg = make_cfg(out / name, accum=2, **case)
+        dp = dist.get_world_size() // (cfg.parallel.tensor * cfg.parallel.context)
+        ref = Reference(cfg, dp)
+        ref_losses, ref_g = [], None
+        for s in range(STEPS):
+            loss, g = ref.step(grads=(s == 0))
+            ref_losses.append(loss)
+            ref_g = ref_g or g
+        tr = build_trainer(cfg)
+        accum, loss0 = cfg.train.grad_accum, 0.0
+        for m in range(accum):
+            b = batch(0, m, tr.dp_rank)
+            loss = tr.engine(b["x"], b["mask"])
+            loss0 += float(loss) / accum
+            tr.engine.backward(loss)
+            if m == accum - 1:
+                grads = full_grads(tr)
+            tr.engine.step()
+        loss0 = tr._all_reduce([loss0])[0] / dist.get_world_size()
+        feed(tr, rank_batches(cfg, tr.dp_rank, 1, STEPS - 1))
+        losses = [loss0] + [tr.train_step()["loss"] for _ in range(STEPS - 1)]
+        gd, gwhere = max_diff(grads, ref_g)
+        wd, wwhere = max_diff(full_state(tr), ref.state())
+        res[name] = {
+            "losses": losses, "ref": ref_losses, "grad_diff": gd, "grad_where": gwhere,
+            "weight_diff": wd, "weight_where": wwhere, "replicated_diff": replicated_equal(tr),
+        }  # fmt: skip
+        if args.get("export") and name == args["export"]:
+            res["export"] = check_export(tr, out / name)
+        destroy(tr)
+    return res
+
+
 def check_export(tr, out: Path) -> dict:
     from mbtrain.checkpoint.export import export_from_engine, load_exported
 
@@ -503,6 +547,7 @@ SCENARIOS = {
     "resume": scenario_resume,
     "save_resume": scenario_save_resume,
     "universal": scenario_universal,
+    "cp": scenario_cp,
 }
 
 
