@@ -27,7 +27,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with --dry-run: the number of processes to check the layout for",
     )
+    p.add_argument(
+        "--device-memory",
+        type=float,
+        default=None,
+        help="with --dry-run: GiB of memory per device to check the estimate against "
+        "(default: 80 for cuda recipes)",
+    )
+    p.add_argument(
+        "--mfu",
+        type=float,
+        default=None,
+        help="with --dry-run: model FLOPs utilisation assumed for the step time "
+        "(default: 0.40 on cuda, 0.60 on cpu)",
+    )
     p.set_defaults(func=run_train)
+
+
+def _estimate(cfg, layout, args: argparse.Namespace) -> str:
+    """Memory and time per rank (mbtrain.train.estimate), for the recipe's device."""
+    from mbtrain.train.estimate import DEFAULT_DEVICE_MEMORY, GIB, estimate_rank, format_estimate
+
+    device = cfg.train.device if cfg.train.device != "auto" else "cuda"
+    peak = cfg.logging.peak_flops
+    if not peak and device == "cuda":
+        from mbtrain.monitor.peak import GPU_PEAKS
+
+        peak = GPU_PEAKS["H100"]["bf16" if cfg.train.precision == "bf16" else "fp32"]
+    elif not peak:
+        from mbtrain.monitor.peak import device_peak_flops
+
+        peak = device_peak_flops("cpu", cfg.train.precision)
+    memory = args.device_memory * GIB if args.device_memory else DEFAULT_DEVICE_MEMORY.get(device)
+    est = estimate_rank(
+        cfg.model,
+        cfg.train,
+        layout,
+        device,
+        split_local=cfg.parallel.split_local,
+        peak_flops=peak,
+        mfu=args.mfu,
+    )
+    return format_estimate(est, memory, cfg.model.activation_checkpointing)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -45,6 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"# global batch: {cfg.train.global_batch(layout.data)} sequences per step")
         print(f"# parameters: {count_parameters(cfg.model):,}")
         print(f"# training FLOPs per byte: {flops_per_byte(cfg.model, training=True):,.0f}")
+        print(_estimate(cfg, layout, args))
         ds = build_deepspeed_config(cfg.train, cfg.optim, layout)
         print("# deepspeed config:\n" + json.dumps(ds, indent=2))
         return 0

@@ -75,6 +75,8 @@ class ModelConfig:
     """Std of the truncated-normal init (cut at +-3 std) of every weight matrix and embedding."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward (torch.utils.checkpoint, use_reentrant=False)."""
+    local_chunk: int = 0
+    """Patches per chunk of the local model (0: all B*K patches at once); same results, less memory."""
     loss_chunk_size: int = 4096
     """Positions per chunk of head + cross-entropy in `loss`, so [B, T, 256] logits never exist at once."""
 
@@ -141,6 +143,8 @@ class ModelConfig:
         choice("pos", POSITIONS)
         positive("seq_len")
         positive("loss_chunk_size")
+        if not isinstance(self.local_chunk, int) or self.local_chunk < 0:
+            errs.append(f"model.local_chunk: must be an integer >= 0, got {self.local_chunk!r}")
         if not 0.0 <= self.dropout < 1.0:
             errs.append(f"model.dropout: must be in [0, 1), got {self.dropout}")
         if self.mlp_ratio <= 0:

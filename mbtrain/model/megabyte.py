@@ -34,9 +34,12 @@ For pipeline parallelism the forward pass decomposes into `embed_global(x)`, the
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mbtrain.model.config import ModelConfig
 from mbtrain.model.layers import (
@@ -51,6 +54,18 @@ from mbtrain.model.loss import chunked_nll, chunked_nll_sum, masked_targets
 from mbtrain.model.staged import StagedModel
 
 N_BYTES = 256
+
+
+@contextlib.contextmanager
+def _blocks_without_checkpoint(stack: nn.Module):
+    flags = [block.checkpoint for block in stack.blocks]
+    for block in stack.blocks:
+        block.checkpoint = False
+    try:
+        yield
+    finally:
+        for block, flag in zip(stack.blocks, flags):
+            block.checkpoint = flag
 
 
 class MegaByte(StagedModel):
@@ -132,10 +147,33 @@ class MegaByte(StagedModel):
         return self.dropout(g + e).reshape(b * k, self.patch_size, -1)
 
     def local_hidden(self, h_global: Tensor, x: Tensor) -> Tensor:
-        """Local model output before its final norm, (B, T, D_L)."""
+        """Local model output before its final norm, (B, T, D_L).
+
+        The B*K patch sequences are independent, so with `model.local_chunk` they run in
+        chunks of that many patches: at 1M bytes one batch would be 65,536+ sequences, past
+        the batch limits of several fused attention kernels. Under activation checkpointing
+        a chunk is recomputed as a whole in backward, so only one chunk's activations exist
+        at a time (the chunks' inputs are kept instead of every block's)."""
         b, t = x.shape
-        h = self.local_model(self.local_inputs(h_global, x))  # (B*K, P, D_L)
+        inputs = self.local_inputs(h_global, x)  # (B*K, P, D_L)
+        chunk = self.cfg.local_chunk
+        if not chunk or chunk >= inputs.shape[0]:
+            h = self.local_model(inputs)
+        else:
+            recompute = self.cfg.activation_checkpointing and torch.is_grad_enabled()
+            parts = []
+            for piece in inputs.split(chunk):
+                if recompute:
+                    parts.append(checkpoint(self._local_chunk, piece, use_reentrant=False))
+                else:
+                    parts.append(self.local_model(piece))
+            h = torch.cat(parts)  # (B*K, P, D_L)
         return h.reshape(b, -1, h.shape[-1])[:, :t]
+
+    def _local_chunk(self, piece: Tensor) -> Tensor:
+        # Blocks inside a recomputed chunk need no checkpoint of their own.
+        with _blocks_without_checkpoint(self.local_model):
+            return self.local_model(piece)
 
     def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
         """Next-byte logits (B, T, 256) from the global blocks' output."""

@@ -195,3 +195,26 @@ def test_per_byte_nll_matches_forward(arch):
     with torch.no_grad():
         expected = F.cross_entropy(model(x).transpose(1, 2), x, reduction="none")
     torch.testing.assert_close(model.nll(x), expected)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("chunk", [1, 3, 5])
+def test_local_model_in_chunks_gives_the_same_logits_and_gradients(chunk, checkpointing):
+    """B*K = 2*4 = 8 patch sequences in chunks of 1, 3 (uneven) and 5 patches."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 16))
+    results = []
+    for local_chunk in (0, chunk):
+        torch.manual_seed(1)
+        cfg = ModelConfig.tiny(local_chunk=local_chunk, activation_checkpointing=checkpointing)
+        model = build_model(cfg)
+        logits = model(x)
+        loss = model.loss(x)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results.append((logits.detach(), loss.detach(), grads))
+    (l0, loss0, g0), (l1, loss1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=1e-6)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=0, atol=1e-6, msg=name)
