@@ -105,7 +105,7 @@ def test_layout_arithmetic(tmp_path):
     assert (layout.tensor, layout.pipeline, layout.data) == (2, 2, 2)
     assert cfg.train.global_batch(layout.data) == 2 * 4 * 2
     assert layout.ranks_per_sample == 4 and layout.weight_shards == 4
-    assert layout.marker() == {"pipeline": 2, "data": 2, "tensor": 2, "zero_stage": 0}
+    assert layout.marker() == {"pipeline": 2, "data": 2, "context": 1, "tensor": 2, "zero_stage": 0}
 
 
 def test_layout_errors_say_what_would_work(tmp_path):
