@@ -62,7 +62,7 @@ CASES = [
         1,
         ["parallel.tensor=2", "parallel.split_local=false", "train.grad_accum=4"],
     ),
-    ("PP=2", 2, 1, ["parallel.pipeline=2", "train.grad_accum=4"]),
+    ("PP=2", 2, 1, ["parallel.pipeline=2", "model.doc_mask=false", "train.grad_accum=4"]),
     ("DP=2", 2, 1, ["train.grad_accum=2"]),
     ("TP=4 (4 procs on 2 cores)", 4, 1, ["parallel.tensor=4", "train.grad_accum=4"]),
 ]

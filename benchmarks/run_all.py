@@ -13,6 +13,8 @@ the ratios, not the absolute numbers against another run):
 4. Parallel overhead on CPU: TP=2 and PP=2 vs TP=1 (bench_parallel's `run_case`).
 5. MFU of the real training loop (`mbtrain train recipes/bench_25m_cpu.yaml`, DeepSpeed,
    1 process, fp32) against a torch matmul peak measured in the same run (bench_train).
+6. Context parallelism: memory per rank and bytes/s of CP=1 vs CP=2 at T = 64K, 256K and
+   the largest T under a memory cap, beside the dry-run estimate (bench_context's `run`).
 
     .venv/bin/python -m benchmarks.run_all [--quick] [--baseline DIR] [--only model,gen,...]
 
@@ -38,7 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
-SECTIONS = ("model", "gen", "data", "parallel", "mfu")
+SECTIONS = ("model", "gen", "data", "parallel", "mfu", "context")
 
 
 def log(msg: str) -> None:
@@ -219,6 +221,19 @@ def mfu_section(quick: bool, baseline: str | None, baseline_name: str = "baselin
         rounds=1 if quick or not baseline else 2,
         baseline_name=baseline_name,
     )
+
+
+# ------------------------------------------------------------------ 6. context parallelism
+
+
+def context_section(quick: bool) -> dict:
+    from benchmarks import bench_context as bc
+
+    res = bc.run(steps=1 if quick else 2, cap_gib=2.0 if quick else 3.0)
+    (HERE / "results_context.md").write_text(
+        bc.report(res, ".venv/bin/python -m benchmarks.run_all --only context")
+    )
+    return res
 
 
 # ------------------------------------------------------------------ plots
@@ -482,6 +497,16 @@ def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float
     else:
         lines += [f"not run: {errors.get('mfu', 'skipped')}", ""]
 
+    c = results.get("context")
+    lines += ["## 6. Context parallelism on CPU (gloo, fp32)", ""]
+    if c:
+        from benchmarks import bench_context as bc
+
+        body = bc.report(c, "").split("\n")
+        lines += [ln for ln in body[2:] if not ln.startswith("- command")]
+    else:
+        lines += [f"not run: {errors.get('context', 'skipped')}; see results_context.md", ""]
+
     lines += ["## Targets", ""]
     lines += targets(results)
     for name, err in errors.items():
@@ -525,6 +550,16 @@ def targets(results: dict) -> list[str]:
         ]
         out.append("- prepare >= 0.7x of `zstd -3 -T1` per worker (1 worker): " + "; ".join(parts)
                    + " (2 workers and the reasons: results_data.md, NOTES.md)")  # fmt: skip
+    c = results.get("context")
+    if c:
+        by = {(r["context"], r["seq_len"]): r for r in c["rows"]}
+        ratios = [by[(2, t)]["peak_rss"] / by[(1, t)]["peak_rss"] for t in (65536, 262144)]
+        within = sum(abs(r["estimate"]["total"] / r["peak_rss"] - 1) <= 0.25 for r in c["rows"])
+        out.append("- CP=2 / CP=1 memory per rank falls toward 1/2 as T grows: "
+                   + " -> ".join(f"{x:.2f}" for x in ratios)
+                   + (" — met" if ratios[1] < ratios[0] else " — NOT met"))  # fmt: skip
+        out.append(f"- dry-run estimate within +-25% of the measured peak: {within} of "
+                   f"{len(c['rows'])} runs — " + ("met" if within >= 3 else "NOT met"))  # fmt: skip
     out.append("- GPU targets (bf16 MFU >= 45% for paper_text, 1M-byte context with >= 100M "
                "params on one H200): see benchmarks/gpu.sh / results_gpu.md")  # fmt: skip
     return out
@@ -552,9 +587,10 @@ def main() -> None:
         "mfu": lambda: mfu_section(args.quick, args.baseline, args.baseline_name),
         "data": lambda: data_section(args.quick),
         "parallel": lambda: parallel_section(args.quick),
+        "context": lambda: context_section(args.quick),
     }
     # MFU before data: the data section's "training consumes" column reads the MFU run.
-    for name in ("model", "gen", "mfu", "data", "parallel"):
+    for name in ("model", "gen", "mfu", "data", "parallel", "context"):
         if name not in only:
             continue
         log(f"section {name}")

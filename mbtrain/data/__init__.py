@@ -24,11 +24,13 @@ def merge(out: str):
     return _merge(out)
 
 
-def build_loader(cfg, split, seq_len, micro_batch_size, dp_rank, dp_size, seed, drop_last=True):
+def build_loader(
+    cfg, split, seq_len, micro_batch_size, dp_rank, dp_size, seed, drop_last=True, align=1
+):
     """See `mbtrain.data.loader.build_loader`."""
     from mbtrain.data.loader import build_loader as _build
 
-    return _build(cfg, split, seq_len, micro_batch_size, dp_rank, dp_size, seed, drop_last)
+    return _build(cfg, split, seq_len, micro_batch_size, dp_rank, dp_size, seed, drop_last, align)
 
 
 def iter_documents(path: str):

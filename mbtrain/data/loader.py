@@ -78,6 +78,42 @@ def _cache_dir(cfg_cache: str | None, path: str, meta: dict, rank: int, n: int) 
     return out
 
 
+def collate_aligned(samples: list[dict], seq_len: int, align: int) -> dict[str, torch.Tensor]:
+    """Like `collate`, with every document piece that starts a document laid out on a multiple
+    of `align` (MegaByte's patch size, for document masking: every patch then belongs to one
+    document). The gap after a document (at most align-1 bytes) is padding, masked out of the
+    loss; what no longer fits at the end of a window (at most align-1 bytes per document in
+    it) is dropped from this step: a window of several short documents loses a little,
+    a window inside one long document nothing. `dropped` counts those bytes."""
+    b = len(samples)
+    x = np.zeros((b, seq_len), np.int64)
+    seg = np.full((b, seq_len), -1, np.int64)
+    doc_start = np.zeros((b, seq_len), np.bool_)
+    dropped = 0
+    for i, s in enumerate(samples):
+        data = np.frombuffer(s["data"], np.uint8)
+        pos = src = 0
+        for j, (ln, off) in enumerate(zip(s["lengths"], s["offsets"])):
+            ln, off = int(ln), int(off)
+            if j:
+                pos = -(-pos // align) * align
+            take = max(0, min(ln, seq_len - pos))
+            x[i, pos : pos + take] = data[src : src + take]
+            seg[i, pos : pos + take] = j
+            if take and off == 0:
+                doc_start[i, pos] = True
+            dropped += ln - take
+            pos += take
+            src += ln
+    return {
+        "x": torch.from_numpy(x),
+        "mask": torch.from_numpy(seg >= 0),
+        "doc_start": torch.from_numpy(doc_start),
+        "segment_ids": torch.from_numpy(seg),
+        "dropped": torch.tensor(dropped),
+    }
+
+
 def collate(samples: list[dict], seq_len: int) -> dict[str, torch.Tensor]:
     """Pad windows to seq_len; masks from the recorded document pieces.
 
@@ -134,10 +170,12 @@ def collate(samples: list[dict], seq_len: int) -> dict[str, torch.Tensor]:
 class _Collate:
     """Picklable collate_fn for DataLoader workers."""
 
-    def __init__(self, seq_len: int):
-        self.seq_len = seq_len
+    def __init__(self, seq_len: int, align: int = 1):
+        self.seq_len, self.align = seq_len, align
 
     def __call__(self, samples):
+        if self.align > 1:
+            return collate_aligned(samples, self.seq_len, self.align)
         return collate(samples, self.seq_len)
 
 
@@ -215,8 +253,10 @@ def build_loader(
     dp_size: int,
     seed: int,
     drop_last: bool = True,
+    align: int = 1,
 ) -> ByteLoader:
-    """Loader of `split` ("train" or "val") for data-parallel rank `dp_rank` of `dp_size`."""
+    """Loader of `split` ("train" or "val") for data-parallel rank `dp_rank` of `dp_size`;
+    `align` > 1 lays documents out on multiples of it (`collate_aligned`)."""
     from streaming import Stream, StreamingDataset
 
     if split not in ("train", "val"):
@@ -256,7 +296,7 @@ def build_loader(
         ds,
         batch_size=micro_batch_size,
         num_workers=cfg.num_workers,
-        collate_fn=_Collate(seq_len),
+        collate_fn=_Collate(seq_len, align),
         drop_last=drop_last,
         prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
         persistent_workers=False,

@@ -16,7 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from mbtrain.model.config import ModelConfig
-from mbtrain.model.layers import KVCache, TransformerStack, init_weights, trunc_normal_
+from mbtrain.model.documents import run_positions, run_starts
+from mbtrain.model.layers import (
+    AttentionContext,
+    KVCache,
+    TransformerStack,
+    init_weights,
+    trunc_normal_,
+)
 from mbtrain.model.loss import chunked_nll, chunked_nll_sum, masked_targets
 from mbtrain.model.megabyte import N_BYTES
 from mbtrain.model.staged import StagedModel
@@ -48,7 +55,15 @@ class ByteTransformer(StagedModel):
                 f"({self.cfg.seq_len}) of learned positions"
             )
 
-    def embed_inputs(self, prev: Tensor | None, batch: int, offset: int, length: int) -> Tensor:
+    def embed_inputs(
+        self,
+        prev: Tensor | None,
+        batch: int,
+        offset: int,
+        length: int,
+        positions: Tensor | None = None,
+        starts: Tensor | None = None,
+    ) -> Tensor:
         """Inputs for positions offset..offset+length-1; `prev` holds the bytes before them.
 
         prev (B, length) are bytes offset-1..offset+length-2, or (B, length-1) when offset
@@ -60,19 +75,34 @@ class ByteTransformer(StagedModel):
         if prev is not None and prev.shape[1] > 0:
             parts.append(self.embed(prev))
         h = torch.cat(parts, dim=1)  # (B, length, D)
+        if starts is not None:  # documents' first bytes: the start vector (documents.py)
+            h = torch.where(starts[..., None], self.start.expand_as(h), h)
         if self.pos is not None:
-            h = h + self.pos(torch.arange(offset, offset + length, device=h.device))
+            if positions is None:
+                positions = torch.arange(offset, offset + length, device=h.device)
+            h = h + self.pos(positions)
         return h
 
-    def embed_global_span(self, x: Tensor, start: int, stop: int) -> Tensor:
+    def embed_global_span(
+        self, x: Tensor, start: int, stop: int, segments: Tensor | None = None
+    ) -> Tensor:
         """Transformer input (B, stop-start, D) for positions [start, stop): the start vector
-        at position 0, else the previous byte; plus positions."""
+        at position 0 (and, with `segments`, at every document's first byte), else the
+        previous byte; plus positions (from each document's start, with `segments`)."""
         self._check(x)
         prev = x[:, max(start - 1, 0) : stop - 1]
-        h = self.embed_inputs(prev, x.shape[0], start, stop - start)
+        positions = starts = None
+        if segments is not None:
+            starts = run_starts(segments)[:, start:stop]
+            if self.pos is not None:
+                positions = run_positions(segments)[:, start:stop]
+        h = self.embed_inputs(prev, x.shape[0], start, stop - start, positions, starts)
         if start > 0:
             h = h + 0.0 * self.start[:1]  # every span uses every parameter (see MegaByte)
         return self.dropout(h)
+
+    def attention_context(self, segments: Tensor | None) -> AttentionContext | None:
+        return None if segments is None else AttentionContext(segments=segments)
 
     def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
         """Next-byte logits (B, T, 256) from the blocks' output."""

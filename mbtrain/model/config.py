@@ -69,6 +69,9 @@ class ModelConfig:
     """RoPE base frequency (pos: rope only)."""
     dropout: float = 0.1
     """Dropout on embeddings, residual branches and attention weights during training."""
+    doc_mask: bool = True
+    """Document masking of packed windows: each document attends only to itself, starts from
+    the pad patch, counts positions from its start; the loader aligns documents to patches."""
     tie_local_embedding: bool = False
     """Share the local byte embedding with the output head (baseline: its embedding with its head)."""
     init_std: float = 0.006

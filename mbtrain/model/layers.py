@@ -19,6 +19,7 @@ Why the structure is what it is:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -104,6 +105,42 @@ class AttentionContext:
     sequence_shard: bool = False
     """The hidden states are this rank's contiguous share of a longer sequence: context
     parallelism then runs the core on the whole sequence (see mbtrain.parallel.context)."""
+    segments: Tensor | None = None
+    """(B, L) document id of every position of the sequence the core attends over (the
+    whole sequence, also under context parallelism): attention stays within a document."""
+
+
+DENSE_MASK_LIMIT = 1 << 24
+"""Above this many mask entries (B x L x L), document attention runs per document instead of
+through one dense mask (which SDPA would also expand to a float bias of that size)."""
+
+
+def document_attention(
+    q: Tensor, k: Tensor, v: Tensor, segments: Tensor, dropout_p: float
+) -> Tensor:
+    """Causal attention within documents: q, k, v (B, H, L, hd), segments (B, L)."""
+    from mbtrain.model.documents import document_mask, run_starts
+
+    b, _, length, _ = q.shape
+    starts = run_starts(segments)
+    if not starts[:, 1:].any():  # one document per row: plain causal attention
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if b * length * length <= DENSE_MASK_LIMIT:
+        mask = document_mask(segments)  # (B, 1, L, L)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    # Long windows: each document on its own, no L x L mask at all.
+    out = torch.empty_like(q)
+    for i in range(b):
+        bounds = [*starts[i].nonzero().flatten().tolist(), length]
+        for s0, s1 in itertools.pairwise(bounds):
+            out[i : i + 1, :, s0:s1] = F.scaled_dot_product_attention(
+                q[i : i + 1, :, s0:s1],
+                k[i : i + 1, :, s0:s1],
+                v[i : i + 1, :, s0:s1],
+                dropout_p=dropout_p,
+                is_causal=True,
+            )
+    return out
 
 
 class AttentionCore(nn.Module):
@@ -138,7 +175,10 @@ class AttentionCore(nn.Module):
         if cache is not None:
             k, v = cache.append(k, v)
         dropout_p = self.dropout if self.training else 0.0
-        if past == 0:
+        segments = None if ctx is None else ctx.segments
+        if past == 0 and segments is not None:
+            y = document_attention(q, k, v, segments, dropout_p)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         elif length == 1:
             # One new query sees the whole cache: no mask needed.

@@ -42,7 +42,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mbtrain.model.config import ModelConfig
+from mbtrain.model.documents import patch_segments, run_positions, run_starts
 from mbtrain.model.layers import (
+    AttentionContext,
     KVCache,
     TransformerStack,
     ceil_div,
@@ -103,31 +105,52 @@ class MegaByte(StagedModel):
                 f"({self.cfg.seq_len}) of learned positions"
             )
 
-    def embed_patches(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Patch embeddings (B, ceil(T/P), P*D_G) of bytes x (B, T) starting at byte `offset`."""
+    def embed_patches(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """Patch embeddings (B, ceil(T/P), P*D_G) of bytes x (B, T) starting at byte `offset`
+        (learned positions: `positions` (B, T) instead of offset.., when given)."""
         b, t = x.shape
         e = self.global_embed(x)  # (B, T, D_G)
         if self.global_pos is not None:
-            e = e + self.global_pos(torch.arange(offset, offset + t, device=x.device))
+            if positions is None:
+                positions = torch.arange(offset, offset + t, device=x.device)
+            e = e + self.global_pos(positions)
         k = ceil_div(t, self.patch_size)
         e = F.pad(e, (0, 0, 0, k * self.patch_size - t))  # zero vectors, not a byte value
         return e.reshape(b, k, self.patch_size * e.shape[-1])  # (B, K, P*D_G)
 
-    def embed_global_span(self, x: Tensor, start: int, stop: int) -> Tensor:
+    def embed_global_span(
+        self, x: Tensor, start: int, stop: int, segments: Tensor | None = None
+    ) -> Tensor:
         """Global model input (B, stop-start, P*D_G) for patch positions [start, stop): the
         embeddings of patches start-1 .. stop-2 of x (the learned pad patch for position 0).
-        The whole sequence is the span [0, K): pad patch, then patches 0..K-2."""
+        The whole sequence is the span [0, K): pad patch, then patches 0..K-2.
+
+        With `segments` (B, T) (document masking, see documents.py) the first patch of every
+        document gets the pad patch too, and positions count from each document's start."""
         self._check(x)
         p = self.patch_size
         lo, hi = max(start - 1, 0) * p, min((stop - 1) * p, x.shape[1])
-        e = self.embed_patches(x[:, lo:hi], offset=lo)  # (B, n, P*D_G)
+        positions = None
+        if segments is not None and self.global_pos is not None:
+            positions = run_positions(segments)[:, lo:hi]
+        e = self.embed_patches(x[:, lo:hi], offset=lo, positions=positions)  # (B, n, P*D_G)
+        pad = self.global_pad.expand(x.shape[0], 1, -1)
         if start == 0:
-            e = torch.cat([self.global_pad.expand(x.shape[0], 1, -1), e], dim=1)
+            e = torch.cat([pad, e], dim=1)
         else:
             # The pad patch takes part (with a zero gradient) in every span: data-parallel
             # reducers that bucket gradients (ZeRO-2) need the same parameters on every rank.
             e = e + 0.0 * self.global_pad[:1]
+        if segments is not None:
+            starts = run_starts(patch_segments(segments, p))[:, start:stop, None]  # (B, n, 1)
+            e = torch.where(starts, pad, e)
         return self.dropout(e)
+
+    def attention_context(self, segments: Tensor | None) -> AttentionContext | None:
+        """What the global attention needs for document masking: the patches' segments."""
+        if segments is None:
+            return None
+        return AttentionContext(segments=patch_segments(segments, self.patch_size))
 
     # -- local side --------------------------------------------------------------------------
 

@@ -24,9 +24,16 @@ class StagedModel(nn.Module):
     global_stride: int = 1
     """Bytes per global position (MegaByte: the patch size)."""
 
-    def embed_global_span(self, x: Tensor, start: int, stop: int) -> Tensor:
+    def embed_global_span(
+        self, x: Tensor, start: int, stop: int, segments: Tensor | None = None
+    ) -> Tensor:
         """Global-model input for positions [start, stop) of the sequence x (B, T): position k
-        sees only bytes of positions < k (the shift by one position)."""
+        sees only bytes of positions < k (the shift by one position); with `segments` (B, T),
+        only bytes of its own document (documents.py)."""
+        raise NotImplementedError
+
+    def attention_context(self, segments: Tensor | None) -> AttentionContext | None:
+        """The global attention's context for byte-level `segments` (None: no masking)."""
         raise NotImplementedError
 
     def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -34,8 +41,8 @@ class StagedModel(nn.Module):
         positions, from the global blocks' output for that span; masked bytes count 0."""
         raise NotImplementedError
 
-    def embed_global(self, x: Tensor) -> Tensor:
-        return self.embed_global_span(x, 0, -(-x.shape[1] // self.global_stride))
+    def embed_global(self, x: Tensor, segments: Tensor | None = None) -> Tensor:
+        return self.embed_global_span(x, 0, -(-x.shape[1] // self.global_stride), segments)
 
     def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -50,13 +57,15 @@ class StagedModel(nn.Module):
             h = block(h, None, ctx)
         return h
 
-    def run_global(self, x: Tensor) -> Tensor:
-        return self.run_blocks(self.embed_global(x))
+    def run_global(self, x: Tensor, segments: Tensor | None = None) -> Tensor:
+        h = self.embed_global(x, segments)
+        return self.run_blocks(h, self.attention_context(segments))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t]."""
-        return self.local_logits(self.run_global(x), x)
+    def forward(self, x: Tensor, segments: Tensor | None = None) -> Tensor:
+        """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t] (and with
+        `segments`, only on the bytes of its own document)."""
+        return self.local_logits(self.run_global(x, segments), x)
 
-    def loss(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def loss(self, x: Tensor, mask: Tensor | None = None, segments: Tensor | None = None) -> Tensor:
         """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
-        return self.local_head(self.run_global(x), x, mask)
+        return self.local_head(self.run_global(x, segments), x, mask)

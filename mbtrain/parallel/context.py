@@ -77,11 +77,17 @@ class ContextParallelLoss(nn.Module):
         per = positions // self.size
         return self.rank * per, (self.rank + 1) * per
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, segments: Tensor | None = None
+    ) -> Tensor:
         model, stride = self.model, self.model.global_stride
         start, stop = self.span(x.shape[1])
-        h = model.embed_global_span(x, start, stop)  # (B, K/C, W)
-        h = model.run_blocks(h, AttentionContext(sequence_shard=True))
+        h = model.embed_global_span(x, start, stop, segments)  # (B, K/C, W)
+        # Document masking: the core attends over the whole sequence, so it gets the whole
+        # sequence's segments (every rank has them).
+        ctx = model.attention_context(segments) or AttentionContext()
+        ctx.sequence_shard = True
+        h = model.run_blocks(h, ctx)
         x_span = x[:, start * stride : stop * stride]
         mask_span = None if mask is None else mask[:, start * stride : stop * stride]
         nll = model.local_nll_sum(h, x_span, mask_span)

@@ -29,13 +29,22 @@ from mbtrain.parallel.layout import AXES, REPLICA_AXES, WEIGHT_AXES, ParallelLay
 _DS = dict(AXES)  # layout axis -> DeepSpeed topology axis
 
 
+_DEEPSPEED_AXES = ("pipe", "data", "model")
+"""The axes of DeepSpeed's PipeModelDataParallelTopology, always present in the topology."""
+
+
+def topology_axes(layout: ParallelLayout) -> list[tuple[str, str]]:
+    """The layout's axes in the topology: DeepSpeed's own always, others only when used (a
+    PipelineModule names its checkpoint files after every axis of its topology)."""
+    return [(n, ds) for n, ds in AXES if ds in _DEEPSPEED_AXES or layout.size(n) > 1]
+
+
 def build_topology(layout: ParallelLayout) -> Any:
     """DeepSpeed's topology of the layout (what a PipelineModule and the groups are built on)."""
     from deepspeed.runtime.pipe.topology import ProcessTopology
 
-    return ProcessTopology(
-        axes=[ds for _, ds in AXES], dims=[layout.size(name) for name, _ in AXES]
-    )
+    axes = topology_axes(layout)
+    return ProcessTopology(axes=[ds for _, ds in axes], dims=[layout.size(n) for n, _ in axes])
 
 
 class _Group:
@@ -64,8 +73,8 @@ class ProcessGroups:
 
     def _build(self, varying: tuple[str, ...]) -> _Group:
         """The groups of ranks that differ only along `varying` (each rank gets its own)."""
-        fixed = [name for name, _ in AXES if name not in varying]
-        sizes = {name: self.layout.size(name) for name, _ in AXES}
+        fixed = [name for name, _ in topology_axes(self.layout) if name not in varying]
+        sizes = {name: self.layout.size(name) for name, _ in topology_axes(self.layout)}
         mine = None
         for key in itertools.product(*(range(sizes[f]) for f in fixed)):
             where = dict(zip((_DS[f] for f in fixed), key))

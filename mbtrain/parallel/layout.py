@@ -171,6 +171,12 @@ class ParallelLayout:
             )
         if self.context_enabled:
             errors += self._context_problems(model, prefix, heads)
+        if self.pipeline_enabled and getattr(model, "doc_mask", False):
+            errors.append(
+                f"model.doc_mask: document masking is not supported with parallel.pipeline "
+                f"({self.pipeline}): the pipeline passes one tensor between stages; set "
+                "model.doc_mask=false"
+            )
         return errors
 
     def _context_problems(self, model: Any, prefix: str, heads: int) -> list[str]:

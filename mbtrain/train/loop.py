@@ -155,6 +155,11 @@ class Trainer:
             dp_rank=self.dp_rank,
             dp_size=self.dp_size,
             seed=cfg.train.seed,
+            # Document masking needs every patch inside one document: lay documents out on
+            # patch boundaries (mbtrain.model.documents).
+            align=cfg.model.patch_size
+            if cfg.model.doc_mask and cfg.model.arch == "megabyte"
+            else 1,
         )
         self.train_loader = build_loader(cfg.data, "train", **kw)
         self.val_loader = build_loader(cfg.data, "val", **kw) if cfg.data.val else None
@@ -274,6 +279,15 @@ class Trainer:
                     f"{self.cfg.train.micro_batch_size} sample(s) per data-parallel rank "
                     f"({self.dp_size} ranks); prepare more data or lower train.micro_batch_size"
                 ) from None
+
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x, mask, segments) on the device; segments only with document masking."""
+        x = batch["x"].to(self.device, non_blocking=True)
+        mask = batch["mask"].to(self.device, non_blocking=True)
+        segments = batch.get("segment_ids") if self.cfg.model.doc_mask else None
+        if segments is not None:
+            segments = segments.to(self.device, non_blocking=True)
+        return x, mask, segments
 
     def _comm_device(self) -> torch.device:
         # NCCL reduces only GPU tensors; gloo only CPU ones.
@@ -397,9 +411,8 @@ class Trainer:
         skipped_before = engine.skipped_steps  # moves only at the accumulation boundary
         for micro in range(accum):
             batch = self._next_batch()
-            x = batch["x"].to(self.device, non_blocking=True)
-            mask = batch["mask"].to(self.device, non_blocking=True)
-            loss = engine(x, mask)
+            x, mask, segments = self._inputs(batch)
+            loss = engine(x, mask, segments)
             value = float(loss.detach().float().item())
             nonfinite += 0.0 if math.isfinite(value) else 1.0
             loss_sum += value if math.isfinite(value) else 0.0
@@ -461,13 +474,12 @@ class Trainer:
                 batch = next(it)
             except StopIteration:
                 break
-            x = batch["x"].to(self.device)
-            mask = batch["mask"].to(self.device)
+            x, mask, segments = self._inputs(batch)
             n = float(mask.sum().item())
             if self.pipeline:
                 loss = self._pipeline_eval_loss(x, mask)
             else:
-                loss = self.engine(x, mask)
+                loss = self.engine(x, mask, segments)
             nats += float(loss.float().item()) * n
             count += n
         del it

@@ -98,6 +98,7 @@ def test_layout_arithmetic(tmp_path):
         tmp_path,
         "parallel.tensor=2",
         "parallel.pipeline=2",
+        "model.doc_mask=false",
         "train.micro_batch_size=2",
         "train.grad_accum=4",
     )
@@ -118,7 +119,7 @@ def test_layout_errors_say_what_would_work(tmp_path):
     cfg = _cfg(tmp_path, "train.global_batch_size=16", "train.micro_batch_size=2")
     with pytest.raises(ConfigError, match=r"set train.grad_accum=2"):
         check_layout(cfg, 4)
-    cfg = _cfg(tmp_path, "parallel.pipeline=4")
+    cfg = _cfg(tmp_path, "parallel.pipeline=4", "model.doc_mask=false")
     with pytest.raises(
         ConfigError, match=r"global_layers \(14\) must be divisible by parallel.pipeline \(4\)"
     ):

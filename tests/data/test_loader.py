@@ -212,3 +212,22 @@ def test_vectorised_collate_matches_reference(pack):
             assert got[key].numpy().tolist() == ref[key].tolist(), key
     with pytest.raises(DataError, match="exceeds seq_len"):
         collate([make_sample(b"x" * 40, [("a", 0, 40, 40)])], T)
+
+
+def test_collate_aligns_documents_to_patches():
+    """Document masking needs every patch inside one document: pieces that start a document
+    begin on a multiple of the patch size; what no longer fits is dropped and counted."""
+    from mbtrain.data.loader import collate_aligned
+
+    data = bytes(range(1, 17))  # one window of 16 bytes: 5 of A's tail, 6 of B, 5 of C's head
+    sample = {"data": data, "lengths": [5, 6, 5], "offsets": [7, 0, 0]}
+    out = collate_aligned([sample], seq_len=16, align=4)
+    x, seg, mask = out["x"][0].tolist(), out["segment_ids"][0].tolist(), out["mask"][0].tolist()
+    assert seg == [0] * 5 + [-1] * 3 + [1] * 6 + [-1] * 2  # B at 8, C at 16: no room left
+    assert x[:5] == [1, 2, 3, 4, 5] and x[8:14] == [6, 7, 8, 9, 10, 11]
+    assert mask == [s >= 0 for s in seg]
+    assert out["doc_start"][0].nonzero().flatten().tolist() == [8]  # A continues, B starts
+    assert int(out["dropped"]) == 5
+    # A window inside one long document loses nothing.
+    whole = collate_aligned([{"data": data, "lengths": [16], "offsets": [100]}], 16, 4)
+    assert whole["mask"].all() and int(whole["dropped"]) == 0

@@ -9,7 +9,9 @@ from mbtrain.errors import ConfigError
 
 
 def _cfg(*overrides: str):
-    return load_config("recipes/tiny_cpu.yaml", list(overrides))
+    pipeline = any(o.startswith("parallel.pipeline=") and not o.endswith("=1") for o in overrides)
+    extra = ["model.doc_mask=false"] if pipeline else []  # not with a pipeline
+    return load_config("recipes/tiny_cpu.yaml", [*overrides, *extra])
 
 
 def test_heads_not_divisible_by_tensor():
@@ -92,3 +94,8 @@ def test_context_parallel_layout_errors():
     assert not layout.differs_from({**layout.marker()})
     # A checkpoint without the key was saved without context parallelism.
     assert layout.differs_from({k: v for k, v in layout.marker().items() if k != "context"})
+
+
+def test_document_masking_with_a_pipeline_is_refused():
+    with pytest.raises(ConfigError, match=r"model.doc_mask: .* set model.doc_mask=false"):
+        check_layout(load_config("recipes/tiny_cpu.yaml", ["parallel.pipeline=2"]), 2)

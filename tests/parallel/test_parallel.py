@@ -41,9 +41,9 @@ def test_tensor_parallel_matches_single_process(launch):
 
 @pytest.mark.dist
 def test_context_parallel_matches_single_process(launch):
-    """CP=2 (rope and learned positions, ZeRO-0 and ZeRO-2), the baseline transformer at
-    CP=2, and with 4 processes CP=4 and TP=2 x CP=2: losses, gradients and weights as one
-    process computes them."""
+    """CP=2 (rope and learned positions, ZeRO-0 and ZeRO-2, document masking across the span
+    boundary), the baseline transformer at CP=2, and with 4 processes CP=4 and TP=2 x CP=2:
+    losses, gradients and weights as one process computes them."""
     res = launch(
         "cp",
         2,
@@ -51,10 +51,11 @@ def test_context_parallel_matches_single_process(launch):
             {"name": "cp2_rope", "context": 2, "zero": 0},
             {"name": "cp2_learned_z2", "context": 2, "zero": 2, "pos": "learned"},
             {"name": "cp2_baseline", "context": 2, "arch": "transformer"},
+            {"name": "cp2_docs", "context": 2, "zero": 1, "pos": "learned", "docs": True},
         ],
         export="cp2_rope",
     )
-    _check_tp(res, ["cp2_rope", "cp2_learned_z2", "cp2_baseline"])
+    _check_tp(res, ["cp2_rope", "cp2_learned_z2", "cp2_baseline", "cp2_docs"])
     assert res["export"]["logit_diff"] < LOSS_TOL
     res4 = launch(
         "cp",

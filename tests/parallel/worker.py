@@ -60,6 +60,7 @@ def make_cfg(
             "model.init_std=0.2",
             f"parallel.tensor={tensor}",
             f"parallel.pipeline={pipeline}",
+            f"model.doc_mask={'false' if pipeline > 1 else 'true'}",
             f"parallel.context={context}",
             f"model.pos={pos}",
             f"parallel.zero_stage={zero}",
@@ -76,12 +77,22 @@ def make_cfg(
     )
 
 
+DOCS = False
+"""Batches with two documents in row 0 (patch-aligned, as the loader lays them out)."""
+
+
 def batch(step: int, micro: int, dp: int, mbs: int = 2, t: int = 32) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(100_000 * step + 100 * micro + dp)
     x = torch.randint(0, 256, (mbs, t), generator=g)
     mask = torch.ones(mbs, t, dtype=torch.bool)
     mask[0, : 3 + step % 4] = False  # masked positions change the per-rank counts
-    return {"x": x, "mask": mask}
+    out = {"x": x, "mask": mask}
+    if DOCS:
+        seg = torch.zeros(mbs, t, dtype=torch.long)
+        seg[0, 13:16], seg[0, 16:] = -1, 1  # doc 0, 3 bytes of padding, doc 1 from byte 16
+        out["mask"] = mask & (seg >= 0)
+        out["segment_ids"] = seg
+    return out
 
 
 def rank_batches(cfg, dp_rank: int, first: int, steps: int, emulate_dp: bool = False) -> list[dict]:
@@ -115,7 +126,8 @@ class Reference:
 
     def loss(self, step: int, micro: int) -> torch.Tensor:
         mbs = self.cfg.train.micro_batch_size
-        losses = [self.model.loss(**batch(step, micro, d, mbs)) for d in range(self.dp_size)]
+        batches = [batch(step, micro, d, mbs) for d in range(self.dp_size)]
+        losses = [self.model.loss(b["x"], b["mask"], b.get("segment_ids")) for b in batches]
         return sum(losses) / self.dp_size  # DeepSpeed averages gradients over replicas
 
     def step(self, grads: bool = False):
@@ -292,10 +304,12 @@ def scenario_tp(out: Path, args: dict) -> dict:
 def scenario_cp(out: Path, args: dict) -> dict:
     """Context parallelism (x tensor x data, any ZeRO stage) vs the single-process reference:
     losses per step, gradients before the first update, weights after the last."""
+    global DOCS
     res = {}
     for case in args["cases"]:
         case = dict(case)
         name = case.pop("name")
+        DOCS = case.pop("docs", False)
         cfg = make_cfg(out / name, accum=2, **case)
         dp = dist.get_world_size() // (cfg.parallel.tensor * cfg.parallel.context)
         ref = Reference(cfg, dp)
@@ -308,7 +322,7 @@ def scenario_cp(out: Path, args: dict) -> dict:
         accum, loss0 = cfg.train.grad_accum, 0.0
         for m in range(accum):
             b = batch(0, m, tr.dp_rank)
-            loss = tr.engine(b["x"], b["mask"])
+            loss = tr.engine(*tr._inputs(b))
             loss0 += float(loss) / accum
             tr.engine.backward(loss)
             if m == accum - 1:
