@@ -74,7 +74,8 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_corpus(path: str) -> dict:
-    """Read a corpus YAML; `{stdlib}` in inputs expands to this Python's standard library."""
+    """Read a corpus YAML; in inputs `{stdlib}` expands to this Python's standard library and
+    `{corpora}` to $MBTRAIN_CORPORA (default data/corpora, where fetch_corpora.py writes)."""
     import yaml
 
     try:
@@ -86,7 +87,11 @@ def load_corpus(path: str) -> dict:
     unknown = sorted(set(obj) - known - {"name", "description"})
     if unknown:
         raise ConfigError(f"{path}: unknown keys {unknown}; valid: {sorted(known)}")
-    subs = {"stdlib": sysconfig.get_paths()["stdlib"]}
+    subs = {
+        "stdlib": sysconfig.get_paths()["stdlib"],
+        # Where data_prep/corpora/fetch_corpora.py puts the benchmark corpora.
+        "corpora": os.environ.get("MBTRAIN_CORPORA", os.path.join("data", "corpora")),
+    }
     obj["inputs"] = [os.path.expanduser(s.format(**subs)) for s in obj.get("inputs", [])]
     obj.pop("name", None)
     obj.pop("description", None)

@@ -104,12 +104,21 @@ class ByteTransformer(StagedModel):
     def attention_context(self, segments: Tensor | None) -> AttentionContext | None:
         return None if segments is None else AttentionContext(segments=segments)
 
-    def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
+    def local_logits(self, h_global: Tensor, x: Tensor, segments: Tensor | None = None) -> Tensor:
         """Next-byte logits (B, T, 256) from the blocks' output."""
         return self.head(self.global_model.norm(h_global))
 
-    def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Summed NLL (nats) of x's bytes from the blocks' output, chunked over positions."""
+    def local_nll_sum(
+        self,
+        h_global: Tensor,
+        x: Tensor,
+        mask: Tensor | None = None,
+        segments: Tensor | None = None,
+        before: Tensor | None = None,
+        before_segment: Tensor | None = None,
+    ) -> Tensor:
+        """Summed NLL (nats) of x's bytes from the blocks' output, chunked over positions
+        (the baseline needs nothing before the span: its blocks' output holds it all)."""
         return chunked_nll_sum(
             h_global,
             masked_targets(x, mask),

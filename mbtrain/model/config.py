@@ -72,12 +72,16 @@ class ModelConfig:
     doc_mask: bool = True
     """Document masking of packed windows: each document attends only to itself, starts from
     the pad patch, counts positions from its start; the loader aligns documents to patches."""
-    tie_local_embedding: bool = False
-    """Share the local byte embedding with the output head (baseline: its embedding with its head)."""
+    tie_local_embedding: bool = True
+    """Share the local byte embedding with the output head, as the paper's output layer does
+    (baseline: its embedding with its head)."""
     init_std: float = 0.006
     """Std of the truncated-normal init (cut at +-3 std) of every weight matrix and embedding."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward (torch.utils.checkpoint, use_reentrant=False)."""
+    local_context: int = 0
+    """Bytes before each patch the local model also attends to (paper 2.3.2, cross-patch
+    attention), 0..patch_size; costs (r+P)/P of the local model's compute."""
     local_chunk: int = 0
     """Patches per chunk of the local model (0: all B*K patches at once); same results, less memory."""
     loss_chunk_size: int = 4096
@@ -146,6 +150,17 @@ class ModelConfig:
         choice("pos", POSITIONS)
         positive("seq_len")
         positive("loss_chunk_size")
+        if (
+            self.arch == "megabyte"
+            and isinstance(self.patch_size, int)
+            and not (
+                isinstance(self.local_context, int) and 0 <= self.local_context <= self.patch_size
+            )
+        ):
+            errs.append(
+                f"model.local_context: must be an integer in [0, model.patch_size "
+                f"({self.patch_size})], got {self.local_context!r}"
+            )
         if not isinstance(self.local_chunk, int) or self.local_chunk < 0:
             errs.append(f"model.local_chunk: must be an integer >= 0, got {self.local_chunk!r}")
         if not 0.0 <= self.dropout < 1.0:

@@ -48,6 +48,16 @@ class _MegaByteDecoder:
         h = self.m.local_model(inputs, self.local_caches)  # (B, r, D_L)
         return self.m.head(self.m.local_model.norm(h[:, -1]))  # (B, 256)
 
+    def _context(self, previous: Tensor | None, batch: int) -> list[Tensor]:
+        """Cross-patch context of a new patch (`model.local_context` bytes of the previous
+        patch, the pad without one), fed to the fresh local cache before the patch's bytes."""
+        r = self.m.cfg.local_context
+        if not r:
+            return []
+        if previous is None:
+            return [self.m.local_pad.expand(batch, r, -1)]
+        return [self.m.local_embed(previous[:, -r:])]
+
     def prefill(self, prompt: Tensor) -> Tensor:
         """Feed the prompt (B, L); return logits (B, 256) for byte L."""
         b, length = prompt.shape
@@ -65,7 +75,9 @@ class _MegaByteDecoder:
         if self.cur_len:
             local.append(self.m.local_embed(cur))
         self.n = length
-        return self._local(self.slices[:, : self.cur_len + 1] + torch.cat(local, dim=1))
+        current = self.slices[:, : self.cur_len + 1] + torch.cat(local, dim=1)
+        previous = prompt[:, (full - 1) * self.p : full * self.p] if full else None
+        return self._local(torch.cat([*self._context(previous, b), current], dim=1))
 
     def step(self, byte: Tensor) -> Tensor:
         """Append byte n (B,); return logits (B, 256) for byte n + 1."""
@@ -77,10 +89,12 @@ class _MegaByteDecoder:
             self.patch = []
             self.local_caches = self.m.new_local_caches()
             inp = self.m.local_pad.expand(byte.shape[0], 1, -1)
+            ctx = self._context(patch, byte.shape[0])
         else:
             inp = self.m.local_embed(byte)[:, None]
+            ctx = []
         r = len(self.patch)
-        return self._local(self.slices[:, r : r + 1] + inp)
+        return self._local(torch.cat([*ctx, self.slices[:, r : r + 1] + inp], dim=1))
 
 
 class _TransformerDecoder:

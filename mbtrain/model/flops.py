@@ -14,7 +14,8 @@ For MegaByte with T bytes, P bytes per patch and K = T/P patches, per byte:
 
     global:  L_G * (2 * m_block(P*D_G) + 4 * K * P*D_G) / P
     g->l:    2 * D_G * D_L
-    local:   L_L * (2 * m_block(D_L) + 4 * P * D_L)
+    local:   L_L * (2 * m_block(D_L) + 4 * P * D_L)   (x (P+r)/P and (P+r)^2/P^2 with r
+                                                   cross-patch context bytes)
     head:    2 * D_L * 256
 
 where m_block(d) is the number of matmul weights of one block (4 d^2 + MLP). Dropping the
@@ -74,7 +75,8 @@ def forward_flops_per_byte(cfg: ModelConfig, seq_len: int | None = None) -> floa
     w = p * d_g
     k = -(-t // p)
     glob = cfg.global_layers * (2 * block_matmul_params(cfg, w) + 4 * k * w) / p
-    loc = cfg.local_layers * (2 * block_matmul_params(cfg, d_l) + 4 * p * d_l)
+    n = p + cfg.local_context  # local sequence: the context bytes, then the patch
+    loc = cfg.local_layers * (2 * block_matmul_params(cfg, d_l) * n + 4 * n * n * d_l) / p
     return float(glob + 2 * d_g * d_l + loc + 2 * d_l * N_BYTES)
 
 

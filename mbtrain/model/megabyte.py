@@ -160,16 +160,66 @@ class MegaByte(StagedModel):
         h = self.global_model.norm(h_global).reshape(b, k, self.patch_size, -1)  # (B, K, P, D_G)
         return self.global_to_local(h)
 
-    def local_inputs(self, h_global: Tensor, x: Tensor) -> Tensor:
-        """Local model input (B*K, P, D_L): projected global slice + previous byte's embedding."""
+    def local_context(
+        self,
+        e: Tensor,
+        segments: Tensor | None,
+        before: Tensor | None,
+        before_segment: Tensor | None,
+    ) -> Tensor:
+        """The r = `model.local_context` bytes before each patch, embedded: (B, K, r, D_L).
+
+        Paper section 2.3.2 (cross-patch attention): the local model also sees the last bytes
+        of the previous patch. They are read from the bytes themselves, so patches stay
+        independent (no state flows between them). The first patch of the sequence takes
+        `before` (the bytes before x, e.g. the previous context rank's) or the local pad;
+        with `segments`, a patch that starts a document takes the pad too."""
+        b, _, p, d = e.shape
+        r = self.cfg.local_context
+        pad = self.local_pad.expand(b, 1, r, d)
+        first = pad if before is None else self.local_embed(before[:, -r:])[:, None]
+        ctx = torch.cat([first, e[:, :-1, p - r :]], dim=1)  # (B, K, r, D_L)
+        if segments is not None:
+            seg = patch_segments(segments, p)  # (B, K)
+            prev = torch.cat(
+                [seg[:, :1] if before_segment is None else before_segment[:, None], seg[:, :-1]], 1
+            )
+            starts = seg != prev
+            if before is None:
+                starts[:, 0] = True
+            ctx = torch.where(starts[:, :, None, None], pad, ctx)
+        return ctx
+
+    def local_inputs(
+        self,
+        h_global: Tensor,
+        x: Tensor,
+        segments: Tensor | None = None,
+        before: Tensor | None = None,
+        before_segment: Tensor | None = None,
+    ) -> Tensor:
+        """Local model input (B*K, r+P, D_L): the r context bytes before the patch (if
+        `model.local_context`), then per byte the projected global slice + the previous byte's
+        embedding (the local pad at the patch's first byte)."""
         b, t = x.shape
+        p = self.patch_size
         g = self.global_to_local_slices(h_global)  # (B, K, P, D_L)
         k = g.shape[1]
-        e = F.pad(self.local_embed(x), (0, 0, 0, k * self.patch_size - t))  # (B, K*P, D_L)
-        e = shift_right(e.reshape(b, k, self.patch_size, -1), self.local_pad)  # (B, K, P, D_L)
-        return self.dropout(g + e).reshape(b * k, self.patch_size, -1)
+        e = F.pad(self.local_embed(x), (0, 0, 0, k * p - t)).reshape(b, k, p, -1)  # (B, K, P, D_L)
+        inputs = g + shift_right(e, self.local_pad)  # (B, K, P, D_L)
+        if self.cfg.local_context:
+            ctx = self.local_context(e, segments, before, before_segment)
+            inputs = torch.cat([ctx, inputs], dim=2)  # (B, K, r+P, D_L)
+        return self.dropout(inputs).reshape(b * k, inputs.shape[2], -1)
 
-    def local_hidden(self, h_global: Tensor, x: Tensor) -> Tensor:
+    def local_hidden(
+        self,
+        h_global: Tensor,
+        x: Tensor,
+        segments: Tensor | None = None,
+        before: Tensor | None = None,
+        before_segment: Tensor | None = None,
+    ) -> Tensor:
         """Local model output before its final norm, (B, T, D_L).
 
         The B*K patch sequences are independent, so with `model.local_chunk` they run in
@@ -178,7 +228,7 @@ class MegaByte(StagedModel):
         a chunk is recomputed as a whole in backward, so only one chunk's activations exist
         at a time (the chunks' inputs are kept instead of every block's)."""
         b, t = x.shape
-        inputs = self.local_inputs(h_global, x)  # (B*K, P, D_L)
+        inputs = self.local_inputs(h_global, x, segments, before, before_segment)
         chunk = self.cfg.local_chunk
         if not chunk or chunk >= inputs.shape[0]:
             h = self.local_model(inputs)
@@ -190,7 +240,8 @@ class MegaByte(StagedModel):
                     parts.append(checkpoint(self._local_chunk, piece, use_reentrant=False))
                 else:
                     parts.append(self.local_model(piece))
-            h = torch.cat(parts)  # (B*K, P, D_L)
+            h = torch.cat(parts)  # (B*K, r+P, D_L)
+        h = h[:, self.cfg.local_context :]  # the context positions predict nothing
         return h.reshape(b, -1, h.shape[-1])[:, :t]
 
     def _local_chunk(self, piece: Tensor) -> Tensor:
@@ -198,14 +249,22 @@ class MegaByte(StagedModel):
         with _blocks_without_checkpoint(self.local_model):
             return self.local_model(piece)
 
-    def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
+    def local_logits(self, h_global: Tensor, x: Tensor, segments: Tensor | None = None) -> Tensor:
         """Next-byte logits (B, T, 256) from the global blocks' output."""
-        return self.head(self.local_model.norm(self.local_hidden(h_global, x)))
+        return self.head(self.local_model.norm(self.local_hidden(h_global, x, segments)))
 
-    def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def local_nll_sum(
+        self,
+        h_global: Tensor,
+        x: Tensor,
+        mask: Tensor | None = None,
+        segments: Tensor | None = None,
+        before: Tensor | None = None,
+        before_segment: Tensor | None = None,
+    ) -> Tensor:
         """Summed NLL (nats) of x's bytes from the global output of their patches (any span:
-        the local model never looks across patches); chunked over positions."""
-        hidden = self.local_hidden(h_global, x)
+        patches are independent given the bytes before them); chunked over positions."""
+        hidden = self.local_hidden(h_global, x, segments, before, before_segment)
         return chunked_nll_sum(
             hidden,
             masked_targets(x, mask),

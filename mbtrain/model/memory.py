@@ -84,6 +84,7 @@ def activation_memory(
     p, w, d_l = cfg.patch_size, cfg.patch_size * cfg.global_dim, cfg.local_dim
     n_g = b * (t // p) // context
     n_l = b * t // context // (tensor if split_local and tensor > 1 else 1)
+    n_l = n_l * (p + cfg.local_context) // p  # the local model also runs the context bytes
     g_block = block_units(cfg, tensor) * n_g * w * dtype_bytes
     l_block = block_units(cfg, 1) * n_l * d_l * dtype_bytes
     g_kept = cfg.global_layers * (n_g * w * dtype_bytes if ckpt else g_block)

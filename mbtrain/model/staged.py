@@ -36,21 +36,37 @@ class StagedModel(nn.Module):
         """The global attention's context for byte-level `segments` (None: no masking)."""
         raise NotImplementedError
 
-    def local_nll_sum(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def local_nll_sum(
+        self,
+        h_global: Tensor,
+        x: Tensor,
+        mask: Tensor | None = None,
+        segments: Tensor | None = None,
+        before: Tensor | None = None,
+        before_segment: Tensor | None = None,
+    ) -> Tensor:
         """Summed next-byte NLL (nats) of the bytes x (B, n * global_stride) of a span of
-        positions, from the global blocks' output for that span; masked bytes count 0."""
+        positions, from the global blocks' output for that span; masked bytes count 0.
+        `segments` are x's document ids; `before` the bytes preceding x and `before_segment`
+        the document id of the position before the span (a span after the first)."""
         raise NotImplementedError
 
     def embed_global(self, x: Tensor, segments: Tensor | None = None) -> Tensor:
         return self.embed_global_span(x, 0, -(-x.shape[1] // self.global_stride), segments)
 
-    def local_logits(self, h_global: Tensor, x: Tensor) -> Tensor:
+    def local_logits(self, h_global: Tensor, x: Tensor, segments: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
-    def local_head(self, h_global: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def local_head(
+        self,
+        h_global: Tensor,
+        x: Tensor,
+        mask: Tensor | None = None,
+        segments: Tensor | None = None,
+    ) -> Tensor:
         """Mean next-byte cross-entropy (nats) over the unmasked bytes."""
         count = (masked_targets(x, mask) != IGNORE).sum().clamp(min=1)
-        return self.local_nll_sum(h_global, x, mask) / count
+        return self.local_nll_sum(h_global, x, mask, segments) / count
 
     def run_blocks(self, h: Tensor, ctx: AttentionContext | None = None) -> Tensor:
         for block in self.global_model.blocks:
@@ -64,8 +80,8 @@ class StagedModel(nn.Module):
     def forward(self, x: Tensor, segments: Tensor | None = None) -> Tensor:
         """Next-byte logits (B, T, 256); logits[:, t] depends only on x[:, :t] (and with
         `segments`, only on the bytes of its own document)."""
-        return self.local_logits(self.run_global(x, segments), x)
+        return self.local_logits(self.run_global(x, segments), x, segments)
 
     def loss(self, x: Tensor, mask: Tensor | None = None, segments: Tensor | None = None) -> Tensor:
         """Mean next-byte cross-entropy in nats over positions where mask (B, T) is True."""
-        return self.local_head(self.run_global(x, segments), x, mask)
+        return self.local_head(self.run_global(x, segments), x, mask, segments)

@@ -88,9 +88,14 @@ class ContextParallelLoss(nn.Module):
         ctx = model.attention_context(segments) or AttentionContext()
         ctx.sequence_shard = True
         h = model.run_blocks(h, ctx)
-        x_span = x[:, start * stride : stop * stride]
-        mask_span = None if mask is None else mask[:, start * stride : stop * stride]
-        nll = model.local_nll_sum(h, x_span, mask_span)
+        lo, hi = start * stride, stop * stride
+        x_span = x[:, lo:hi]
+        mask_span = None if mask is None else mask[:, lo:hi]
+        seg_span = None if segments is None else segments[:, lo:hi]
+        # The bytes before the span (the local model's cross-patch context), from x itself.
+        before = x[:, :lo] if lo else None
+        before_seg = segments[:, lo - 1] if lo and segments is not None else None
+        nll = model.local_nll_sum(h, x_span, mask_span, seg_span, before, before_seg)
         count = mask.sum() if mask is not None else torch.tensor(x.numel(), device=x.device)
         partial = nll / count.clamp(min=1).to(nll.dtype)
         return _ReduceFromRegion.apply(partial, self.group)

@@ -21,20 +21,22 @@ def window(a: torch.Tensor, b: torch.Tensor, t: int) -> tuple[torch.Tensor, torc
 
 
 @pytest.mark.parametrize(
-    "arch, pos",
+    "arch, pos, extra",
     [
-        ("megabyte", "rope"),
-        ("megabyte", "learned"),
-        ("transformer", "learned"),
-        ("transformer", "rope"),
+        ("megabyte", "rope", {}),
+        ("megabyte", "learned", {}),
+        ("megabyte", "rope", {"local_context": P}),
+        ("transformer", "learned", {}),
+        ("transformer", "rope", {}),
     ],
 )
 @pytest.mark.parametrize("dense", [True, False])
-def test_documents_see_only_themselves(arch, pos, dense, monkeypatch):
+def test_documents_see_only_themselves(arch, pos, extra, dense, monkeypatch):
     if not dense:  # the per-document path of long windows
         monkeypatch.setattr(layers, "DENSE_MASK_LIMIT", 0)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.tiny(arch=arch, pos=pos, seq_len=32, patch_size=P)).eval()
+    cfg = ModelConfig.tiny(arch=arch, pos=pos, seq_len=32, patch_size=P, **extra)
+    model = build_model(cfg).eval()
     a, b = torch.randint(0, 256, (10,)), torch.randint(0, 256, (9,))
     x, seg, start = window(a, b, 28)
     with torch.no_grad():

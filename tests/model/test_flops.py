@@ -9,7 +9,8 @@ VARIANTS = [
     {},
     {"pos": "rope"},
     {"norm": "rmsnorm", "activation": "swiglu"},
-    {"tie_local_embedding": True},
+    {"local_context": 3},
+    {"tie_local_embedding": False},
     {"patch_size": 8, "global_dim": 8, "mlp_ratio": 2.5},
 ]
 
@@ -35,7 +36,7 @@ def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs):
 
 
 @pytest.mark.parametrize("arch", ["megabyte", "transformer"])
-@pytest.mark.parametrize("over", VARIANTS[:3])
+@pytest.mark.parametrize("over", VARIANTS[:4])
 def test_flops_match_the_counted_module_shapes(arch, over):
     cfg = ModelConfig.tiny(arch=arch, **over)
     model = build_model(cfg).eval()

@@ -24,6 +24,18 @@ def test_generation_equals_the_model(arch, pos, prompt_len):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+@pytest.mark.parametrize("local_context", [2, 4])  # part of the previous patch, all of it
+@pytest.mark.parametrize("prompt_len", [0, 3, 4, 11])
+def test_generation_with_cross_patch_context_equals_the_model(pos, local_context, prompt_len):
+    model = build_model(ModelConfig.tiny(pos=pos, local_context=local_context)).eval()
+    x = torch.randint(0, 256, (2, 27))
+    with torch.no_grad():
+        expected = _model_logprobs(model, x)[:, prompt_len:]
+    got = cached_logprobs(model, x, prompt_len)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_generation_matches_argmax_of_forward(arch):
     model = build_model(ModelConfig.tiny(arch=arch)).eval()

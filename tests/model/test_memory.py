@@ -31,6 +31,7 @@ CASES = {
     "swiglu": {"activation": "swiglu"},
     "deeper_wider": {"global_layers": 3, "global_dim": 32, "local_dim": 96, "local_layers": 1},
     "checkpointing": {"activation_checkpointing": True},
+    "local_context": {"local_context": 8, "pos": "rope"},
     "chunked_local": {"activation_checkpointing": True, "local_chunk": 16},
     "patch16": {"patch_size": 16, "global_dim": 16},
     "transformer": {"arch": "transformer", "dim": 64, "layers": 2, "heads": 4},

@@ -21,11 +21,19 @@ def _embedding_outputs(model):
     return saved, handles
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(
+    "arch, extra",
+    [
+        ("megabyte", {}),
+        ("megabyte", {"local_context": 4}),
+        ("megabyte", {"local_context": 3, "tie_local_embedding": False}),
+        ("transformer", {}),
+    ],
+)
 @pytest.mark.parametrize("pos", ["learned", "rope"])
 @pytest.mark.parametrize("t", [16, 13])  # a multiple of P = 4, and not
-def test_causality(arch, pos, t):
-    model = build_model(ModelConfig.tiny(arch=arch, pos=pos))
+def test_causality(arch, extra, pos, t):
+    model = build_model(ModelConfig.tiny(arch=arch, pos=pos, **extra))
     x = torch.randint(0, 256, (2, t))
     for target in range(t):
         saved, handles = _embedding_outputs(model)

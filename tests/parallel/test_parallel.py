@@ -52,10 +52,11 @@ def test_context_parallel_matches_single_process(launch):
             {"name": "cp2_learned_z2", "context": 2, "zero": 2, "pos": "learned"},
             {"name": "cp2_baseline", "context": 2, "arch": "transformer"},
             {"name": "cp2_docs", "context": 2, "zero": 1, "pos": "learned", "docs": True},
+            {"name": "cp2_ctx", "context": 2, "local_context": 4, "docs": True},
         ],
         export="cp2_rope",
     )
-    _check_tp(res, ["cp2_rope", "cp2_learned_z2", "cp2_baseline", "cp2_docs"])
+    _check_tp(res, ["cp2_rope", "cp2_learned_z2", "cp2_baseline", "cp2_docs", "cp2_ctx"])
     assert res["export"]["logit_diff"] < LOSS_TOL
     res4 = launch(
         "cp",

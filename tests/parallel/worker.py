@@ -37,6 +37,7 @@ def make_cfg(
     arch="megabyte",
     context=1,
     pos="rope",
+    local_context=0,
 ):
     from mbtrain.config import load_config
 
@@ -63,6 +64,7 @@ def make_cfg(
             f"model.doc_mask={'false' if pipeline > 1 else 'true'}",
             f"parallel.context={context}",
             f"model.pos={pos}",
+            f"model.local_context={local_context}",
             f"parallel.zero_stage={zero}",
             f"parallel.split_local={str(split_local).lower()}",
             f"train.micro_batch_size={mbs}",
