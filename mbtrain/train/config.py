@@ -30,6 +30,9 @@ class TrainConfig:
     """Numeric precision: fp32 (CPU) or bf16 (GPU)."""
     device: str = "auto"
     """Device: auto (cuda if available), cpu or cuda."""
+    compile: bool = False
+    """torch.compile every transformer block (inductor). Off by default: on the CPUs measured
+    it gained nothing and costs ~40 s of compilation per process (benchmarks/NOTES.md)."""
     eval_every: int = 0
     """Validate every N steps (0: only at the end)."""
     eval_batches: int = 8

@@ -118,6 +118,12 @@ class Trainer:
         model = build_model(cfg.model)
         self.model_cfg = cfg.model
         module, self.groups = apply_parallelism(LossModule(model), cfg.parallel, self.layout)
+        if cfg.train.compile:
+            # Per block, after parallelism rewrote the blocks: one graph serves every block of
+            # a stack (same shapes), and the Python loop around them stays as it is.
+            for stack in (model.global_model, getattr(model, "local_model", None)):
+                for block in stack.blocks if stack is not None else ():
+                    block.compile()
         self.pipeline = self.layout.pipeline_enabled
         self.optimizer = build_optimizer(module, cfg.optim)
         if self.pipeline and (self.layout.zero_stage == 0 or cfg.train.precision == "bf16"):

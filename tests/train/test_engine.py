@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 
 import pytest
@@ -187,3 +188,31 @@ def test_bf16_zero1_activation_checkpointing_and_use_on_cpu_in_fp32(tiny_args, t
     x = torch.randint(0, 256, (1, 128))
     assert torch.isfinite(model(x)).all()
     assert len(bytes(generate(model, b"ab", max_bytes=5, seed=0))) == 5
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_and_resume_exactly(tiny_args, tmp_path):
+    """train.compile: the compiled run trains, and a stop and resume reproduces it exactly."""
+    from tests.support.launch import launch, read_logs, wait
+
+    args = [*tiny_args, "train.compile=true", "train.steps=6", "checkpoint.every=0",
+            "model.activation_checkpointing=true"]  # fmt: skip
+    run(1, [*args, f"run.dir={tmp_path / 'ref'}"], tmp_path / "l1")
+    ref = {
+        r["step"]: r["loss"]
+        for r in read_metrics(tmp_path / "ref" / "metrics.jsonl")
+        if "loss" in r
+    }
+    assert sorted(ref) == list(range(1, 7)) and ref[6] < ref[1]
+    procs = launch(1, [*args, f"run.dir={tmp_path / 'b'}"], tmp_path / "l2")
+    deadline = time.time() + 300
+    while not any(r.get("step", 0) >= 2 for r in read_metrics(tmp_path / "b" / "metrics.jsonl")):
+        assert time.time() < deadline and procs[0].poll() is None, read_logs(tmp_path / "l2")
+        time.sleep(0.05)
+    procs[0].send_signal(signal.SIGUSR1)
+    assert wait(procs, tmp_path / "l2") == [75]
+    run(1, [*args, f"run.dir={tmp_path / 'b'}"], tmp_path / "l3")
+    got = {
+        r["step"]: r["loss"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss" in r
+    }
+    assert got == ref
