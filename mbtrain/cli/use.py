@@ -21,7 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--mode",
         action="append",
         choices=["basic", "sliding", "strided"],
-        help="inference mode(s) (default: all three)",
+        help="inference mode(s) (default: all three, sliding first when a document is longer "
+        "than the context)",
     )
     p.add_argument(
         "--context", type=int, default=None, help="context bytes (default: model.seq_len)"
@@ -75,7 +76,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from mbtrain.inference.evaluate import evaluate_model, format_eval
 
     model = load_model(args.model, args.step, args.device)
-    modes = tuple(args.mode or ("basic", "sliding", "strided"))
+    modes = tuple(args.mode) if args.mode else None  # default: sliding first for long inputs
     result = evaluate_model(
         model,
         args.data,

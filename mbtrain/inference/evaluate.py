@@ -49,17 +49,29 @@ def iter_eval_documents(paths: list[str]) -> Iterator[tuple[str, bytes]]:
             raise DataError(f"{path}: no such file, directory or dataset split")
 
 
+LONG_MODES = ("sliding", "strided", "basic")
+SHORT_MODES = ("basic", "sliding", "strided")
+
+
+def default_modes(lengths: list[int], context: int) -> tuple[str, ...]:
+    """Sliding windows first when a document is longer than the context: basic windows would
+    score the bytes after the first window with half a window of context on average."""
+    return LONG_MODES if any(n > context for n in lengths) else SHORT_MODES
+
+
 def evaluate_model(
     model,
     paths: list[str],
-    modes: tuple[str, ...] = ("basic", "sliding", "strided"),
+    modes: tuple[str, ...] | None = None,
     context: int | None = None,
     stride: int | None = None,
     batch_size: int = 8,
     max_bytes: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """{modes: {mode: bpb}, compressors: {name: bpb}, bytes, documents}."""
+    """{modes: {mode: bpb} (the first is the headline), compressors: {name: bpb} on all the
+    documents as one stream, compressors_per_document: each document compressed alone (as the
+    model scores it), bytes, documents}. `modes` None: `default_modes`."""
     from mbtrain.model import score_bytes
 
     docs, total = [], 0
@@ -74,6 +86,7 @@ def evaluate_model(
     if not total:
         raise DataError(f"{', '.join(paths)}: no bytes to evaluate on (empty files or split)")
     context = context or model.cfg.seq_len
+    modes = modes or default_modes([len(d) for _, d in docs], context)
     results = {}
     bar = tqdm(
         total=total * len(modes), unit="B", unit_scale=True, disable=not progress, desc="eval"
@@ -90,9 +103,14 @@ def evaluate_model(
         results[mode] = nats / count / math.log(2)
     bar.close()
     joined = b"".join(d for _, d in docs)
+    per_doc: dict[str, float] = {}
+    for _, d in docs:
+        for name, bpb in compressor_bpb(d).items():
+            per_doc[name] = per_doc.get(name, 0.0) + bpb * len(d) / total
     return {
         "modes": results,
         "compressors": compressor_bpb(joined),
+        "compressors_per_document": per_doc,
         "bytes": total,
         "documents": len(docs),
         "context": context,
@@ -104,8 +122,12 @@ def format_eval(result: dict) -> str:
         f"{result['bytes']:,} bytes in {result['documents']} document(s), context {result['context']}"
     ]
     lines.append(f"{'':18s} bits/byte")
-    for mode, bpb in result["modes"].items():
-        lines.append(f"  model ({mode}){'':{max(0, 9 - len(mode))}s} {bpb:8.4f}")
+    for i, (mode, bpb) in enumerate(result["modes"].items()):
+        note = "   <- headline" if i == 0 and len(result["modes"]) > 1 else ""
+        lines.append(f"  model ({mode}){'':{max(0, 9 - len(mode))}s} {bpb:8.4f}{note}")
+    per_doc = result.get("compressors_per_document", {})
+    lines.append(f"{'':18s} one stream   each document alone")
     for name, bpb in result["compressors"].items():
-        lines.append(f"  {name:16s} {bpb:8.4f}")
+        alone = f"   {per_doc[name]:8.4f}" if name in per_doc else ""
+        lines.append(f"  {name:16s} {bpb:8.4f}{alone}")
     return os.linesep.join(lines)

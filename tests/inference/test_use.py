@@ -65,6 +65,11 @@ def test_eval_far_below_untrained_and_beside_compressors(trained, tiny_dataset, 
     result = json.loads(out.read_text())
     trained_bpb = result["modes"]["basic"]
     assert result["bytes"] == 6000
+    # The documents are longer than the context (128): the sliding figure is the headline.
+    assert next(iter(result["modes"])) == "sliding" and "(sliding)" in text.split("<- headline")[0]
+    per_doc = result["compressors_per_document"]
+    assert set(per_doc) == set(result["compressors"])
+    assert per_doc["gzip -9"] >= result["compressors"]["gzip -9"]  # no cross-document matches
     assert set(result["compressors"]) == {"gzip -9", "bzip2 -9", "xz -9e"}
     assert all(0 < v < 8 for v in result["compressors"].values())
     # Sliding windows only add context: never worse than basic.
