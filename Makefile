@@ -8,7 +8,7 @@ export DS_ACCELERATOR ?= cpu
 # DeepSpeed and streaming print a line per process on import; keep the console readable.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning
 
-.PHONY: setup demo test test-fast lint format bench slurm-up slurm-down clean
+.PHONY: setup demo test test-fast lint format bench bench-quality slurm-up slurm-down clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,12 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
+
+# Hours, not minutes: fetches four corpora, screens every candidate for a few minutes, then
+# trains recipes/cpu.yaml for 30 minutes on each corpus (benchmarks/results_quality.md).
+bench-quality: setup
+	$(PY) -m benchmarks.bench_quality --corpora code --candidates all --minutes 3 --jobs 2 $(BENCH_ARGS)
+	$(PY) -m benchmarks.bench_quality --corpora text,code,image,audio --candidates cpu --minutes 30 --jobs 2 $(BENCH_ARGS)
 
 slurm-up:
 	bash cluster/slurm_up.sh

@@ -40,7 +40,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
-SECTIONS = ("model", "gen", "data", "parallel", "mfu", "context")
+SECTIONS = ("model", "gen", "data", "parallel", "mfu", "mfu_small", "context")
+# The small-width model users start with on CPU (global 8 x 64 = 512 wide, 6 layers; local 256
+# wide, 4 layers; T = 8,192): where the loop is furthest from the matmul peak.
+SMALL = [
+    "model.global_dim=64", "model.global_layers=6", "model.global_heads=8",
+    "model.local_dim=256", "model.local_layers=4", "model.local_heads=4",
+]  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -223,6 +229,12 @@ def mfu_section(quick: bool, baseline: str | None, baseline_name: str = "baselin
     )
 
 
+def mfu_small_section(quick: bool) -> dict:
+    from benchmarks import bench_train as bt
+
+    return bt.run(steps=5 if quick else 8, warmup=2 if quick else 3, overrides=SMALL)
+
+
 # ------------------------------------------------------------------ 6. context parallelism
 
 
@@ -335,15 +347,23 @@ def fmt(v, spec: str = ",.0f") -> str:
 def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float) -> str:
     argv = shlex.join(sys.argv[1:])
     lines = [
-        "# Benchmarks (issue 9)" + (" — quick run" if args.quick else ""),
+        "# Benchmarks" + (" — quick run" if args.quick else ""),
         "",
         f"- command: `.venv/bin/python -m benchmarks.run_all{' ' + argv if argv else ''}` "
         "(`make bench` runs it without arguments)",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, whole suite {wall / 60:.1f} min",
         f"- machine: {results['machine']}",
         f"- load average (1 min) at start / end: {results['load'][0]:.1f} / {results['load'][1]:.1f}"
-        " — the 2 cores are shared with other engineers' jobs: absolute numbers are noisy, the "
-        "ratios (side by side in this run) are the result",
+        " — the cores may be shared with other jobs: absolute numbers are noisy, the ratios "
+        "(side by side in one run) are the result",
+        *(
+            [
+                "- sections kept from earlier runs (`--only` reran the others): "
+                + ", ".join(f"{k} ({results['dates'][k]})" for k in results["carried"])
+            ]
+            if results.get("carried")
+            else []
+        ),
         "- plots: " + ", ".join(f"[{p}]({p})" for p in pngs),
         "",
     ]
@@ -497,6 +517,19 @@ def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float
     else:
         lines += [f"not run: {errors.get('mfu', 'skipped')}", ""]
 
+    fs = results.get("mfu_small")
+    if fs:
+        v = fs["variants"]["current"]
+        lines += [
+            f"Small widths, the same loop: `{' '.join(fs['overrides'])}` on {fs['recipe']} "
+            f"({fs['params']:,} parameters, T = {fs['seq_len']:,}, "
+            f"{fs['flops_per_byte'] / 1e6:.1f} MFLOP per byte): bytes/s best / mean "
+            f"{v['bytes_per_s_best']:,.0f} / {v['bytes_per_s_mean']:,.0f}, model GFLOP/s "
+            f"{v['model_gflops_per_s']:.1f}, MFU vs measured peak **{v['mfu_vs_measured_peak']:.3f}** "
+            "(peaks " + ", ".join(f"{p / 1e9:.0f}" for p in fs["measured_peaks"]) + " GFLOP/s).",
+            "",
+        ]
+
     c = results.get("context")
     lines += ["## 6. Context parallelism on CPU (gloo, fp32)", ""]
     if c:
@@ -506,6 +539,20 @@ def report(results: dict, args: argparse.Namespace, pngs: list[str], wall: float
         lines += [ln for ln in body[2:] if not ln.startswith("- command")]
     else:
         lines += [f"not run: {errors.get('context', 'skipped')}; see results_context.md", ""]
+
+    lines += ["## 7. Quality on real data: time to beat a compressor", ""]
+    qmd = HERE / "results_quality.md"
+    if qmd.exists():
+        body = qmd.read_text().splitlines()
+        lines += [
+            "From [results_quality.md](results_quality.md) (`make bench-quality`, its own target: "
+            "hours of training), where the candidates and the command are:",
+            "",
+            *[ln for ln in body if ln.startswith("|")],
+            "",
+        ]
+    else:
+        lines += ["not run yet: `make bench-quality` writes results_quality.md", ""]
 
     lines += ["## Targets", ""]
     lines += targets(results)
@@ -550,6 +597,11 @@ def targets(results: dict) -> list[str]:
         ]
         out.append("- prepare >= 0.7x of `zstd -3 -T1` per worker (1 worker): " + "; ".join(parts)
                    + " (2 workers and the reasons: results_data.md, NOTES.md)")  # fmt: skip
+    fs = results.get("mfu_small")
+    if fs:
+        x = fs["variants"]["current"]["mfu_vs_measured_peak"]
+        out.append(f"- small widths (512/256, 6/4 layers, T=8,192) loop MFU >= 0.65 of the measured "
+                   f"peak: **{x:.2f}** — " + ("met" if x >= 0.65 else "NOT met"))  # fmt: skip
     c = results.get("context")
     if c:
         by = {(r["context"], r["seq_len"]): r for r in c["rows"]}
@@ -574,7 +626,7 @@ def main() -> None:
     ap.add_argument("--baseline-name", default="baseline", help="its row name in the table")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=str(HERE / "results.md"))
-    ap.add_argument("--json", default=None, help="also dump raw results here")
+    ap.add_argument("--json", default=None, help="raw results (default benchmarks/results.json)")
     args = ap.parse_args()
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     only = [s for s in args.only.split(",") if s]
@@ -587,10 +639,11 @@ def main() -> None:
         "mfu": lambda: mfu_section(args.quick, args.baseline, args.baseline_name),
         "data": lambda: data_section(args.quick),
         "parallel": lambda: parallel_section(args.quick),
+        "mfu_small": lambda: mfu_small_section(args.quick),
         "context": lambda: context_section(args.quick),
     }
     # MFU before data: the data section's "training consumes" column reads the MFU run.
-    for name in ("model", "gen", "mfu", "data", "parallel", "context"):
+    for name in ("model", "gen", "mfu", "mfu_small", "data", "parallel", "context"):
         if name not in only:
             continue
         log(f"section {name}")
@@ -600,11 +653,21 @@ def main() -> None:
             results["errors"][name] = traceback.format_exc()
             log(f"section {name} failed:\n{results['errors'][name][-2000:]}")
     results["load"] = (load0, os.getloadavg()[0])
+    # A partial run (--only) keeps the other sections of the last full picture, with their dates.
+    saved = Path(args.json) if args.json else HERE / "results.json"
+    previous = json.loads(saved.read_text()) if saved.exists() else {}
+    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    results["dates"] = {name: stamp for name in only if name in results}
+    results["carried"] = []
+    for name in SECTIONS:
+        if name not in only and name in previous:
+            results[name] = previous[name]
+            results["dates"][name] = previous.get("dates", {}).get(name, "earlier")
+            results["carried"].append(name)
     out = Path(args.out)
     pngs = plot(results, out.parent)
     out.write_text(report(results, args, pngs, time.perf_counter() - t0))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+    saved.write_text(json.dumps(results, indent=1, default=str))
     log(f"wrote {out} and {', '.join(pngs)} in {(time.perf_counter() - t0) / 60:.1f} min")
 
 
