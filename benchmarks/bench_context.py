@@ -175,6 +175,7 @@ def report(res: dict, command: str) -> str:
     import torch
 
     rows = res["rows"]
+    largest = {int(k): v for k, v in res["largest"].items()}  # JSON keys come back as strings
     by = {(r["context"], r["seq_len"]): r for r in rows}
     lines = [
         "# Context parallelism on CPU: memory per rank and throughput, CP=1 vs CP=2",
@@ -185,7 +186,7 @@ def report(res: dict, command: str) -> str:
         f"- model: {' '.join(MODEL)}; one sequence per step; {res['steps']} timed steps after a "
         "warm-up; CP=1 = 1 process x 2 threads, CP=2 = 2 processes x 1 thread",
         f"- cap: {res['cap'] / 2**30:.1f} GiB per rank; largest T under it by the dry-run estimate: "
-        f"CP=1 {res['largest'][1]:,}, CP=2 {res['largest'][2]:,}",
+        f"CP=1 {largest[1]:,}, CP=2 {largest[2]:,}",
         "- estimate: `mbtrain.train.estimate` (what `train --dry-run` prints) for the same run; "
         "measured = peak RSS of the largest rank",
         "",
@@ -202,19 +203,23 @@ def report(res: dict, command: str) -> str:
         )
     lines += [
         "",
-        "| T (bytes) | CP=2 / CP=1 memory per rank | CP=2 / CP=1 bytes/s |",
-        "|---|---|---|",
+        "| T (bytes) | CP=2 / CP=1 memory per rank | the same above the built engine | "
+        "estimate of it | CP=2 / CP=1 bytes/s |",
+        "|---|---|---|---|---|",
     ]
     for t in SIZES:
         a, b = by[(1, t)], by[(2, t)]
+        above = (b["peak_rss"] - b["built_rss"]) / (a["peak_rss"] - a["built_rss"])
+        est = b["estimate"]["activations"] / a["estimate"]["activations"]
         lines.append(
-            f"| {t:,} | {b['peak_rss'] / a['peak_rss']:.2f} | {b['bytes_per_s'] / a['bytes_per_s']:.2f} |"
+            f"| {t:,} | {b['peak_rss'] / a['peak_rss']:.2f} | {above:.2f} | {est:.2f} | "
+            f"{b['bytes_per_s'] / a['bytes_per_s']:.2f} |"
         )
     within = [abs(r["estimate"]["total"] / r["peak_rss"] - 1) <= 0.25 for r in rows]
     lines += [
         "",
         f"- estimate within +-25% of the measured peak: {sum(within)} of {len(within)} runs",
-        f"- largest T under the cap: CP=2 trains {res['largest'][2] / res['largest'][1]:.2f}x the "
+        f"- largest T under the cap: CP=2 trains {largest[2] / largest[1]:.2f}x the "
         "bytes per sequence of CP=1 in the same memory per rank",
     ]
     return "\n".join(lines) + "\n"
@@ -225,7 +230,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--cap-gib", type=float, default=3.0)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_context.md"))
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", default=str(REPO / "benchmarks" / "results_context.json"))
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)
