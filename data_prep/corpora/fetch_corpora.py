@@ -904,6 +904,20 @@ def finish(ctx: Ctx, name: str, cdir: Path, info: dict, seconds: float) -> None:
 
 
 def build(ctx: Ctx, name: str) -> None:
+    # Two fetchers of one corpus (a benchmark started beside a manual fetch) would delete each
+    # other's files mid-build: the second waits for the first, then finds the corpus complete.
+    import fcntl
+
+    with open(ctx.out / f".{name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{name}: another fetch is building it; waiting for it to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_locked(ctx, name)
+
+
+def _build_locked(ctx: Ctx, name: str) -> None:
     cdir = ctx.out / name
     if (cdir / ".complete").exists() and not ctx.force:
         log(f"{name}: complete already ({cdir}); skipping (--force rebuilds)")
