@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@# DeepSpeed compiles its CPU communication op on first use (about a minute); do it here, so
+	@# the demo's time is training. Not fatal: DeepSpeed builds it later if this fails.
+	-DS_ACCELERATOR=cpu $(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()" >/dev/null 2>&1
 	touch $@
 
 demo: setup

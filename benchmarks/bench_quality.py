@@ -58,7 +58,7 @@ CANDIDATES: dict[str, list[str]] = {
     "t64k": ["model.seq_len=65536", "train.micro_batch_size=1"],
     # patch size at the same global width (patch x global_dim = 256)
     "p4": ["model.patch_size=4", "model.global_dim=64"],
-    "p16": ["model.patch_size=16", "model.global_dim=16"],
+    "p8": ["model.patch_size=8", "model.global_dim=32"],
     # width and depth
     "wide": ["model.global_dim=48", "model.local_dim=192"],
     "deep": ["model.global_layers=3", "model.local_layers=3"],
@@ -68,8 +68,19 @@ CANDIDATES: dict[str, list[str]] = {
     # document masking and the paper's two options, each flipped
     "no-doc-mask": ["model.doc_mask=false"],
     "local-ctx": ["model.local_context=8"],
-    "untied": ["model.tie_local_embedding=false"],
+    "tied": ["model.tie_local_embedding=true"],
 }
+
+
+def summary(cfg) -> str:
+    """The resolved choices of a run in one short string (rows stay readable when cpu.yaml moves)."""
+    m, t = cfg.model, cfg.train
+    return (
+        f"T{m.seq_len} P{m.patch_size} g{m.patch_size * m.global_dim}x{m.global_layers} "
+        f"l{m.local_dim}x{m.local_layers} b{t.micro_batch_size * t.grad_accum} lr{cfg.optim.lr:g}"
+        f"{'' if m.tie_local_embedding else ' untied'}{'' if m.doc_mask else ' no-mask'}"
+        f"{f' ctx{m.local_context}' if m.local_context else ''}"
+    )
 
 
 def corpora_root() -> Path:
@@ -191,7 +202,7 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
     bps = calibrate(data, overrides, work / f"{tag}.calibrate", threads)
     per_step = cfg.model.seq_len * cfg.train.micro_batch_size * cfg.train.grad_accum
     steps = max(20, int(minutes * 60 * bps / per_step))
-    run_dir = work / tag
+    run_dir = work / tag  # _run_dir() of the result
     subprocess.run(["rm", "-rf", str(run_dir)])
     t0 = time.perf_counter()
     _train(run_dir, [*overrides, f"data.train={data}/train", f"data.val={data}/val",
@@ -200,8 +211,7 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
            threads)  # fmt: skip
     wall = time.perf_counter() - t0
     rows = _rows(run_dir)
-    elapsed = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
-    curve = [(elapsed.get(r["step"]), r["val_bpb"]) for r in rows if "val_bpb" in r]
+    curve = _curve(rows)
     last = [r for r in rows if "bytes_seen" in r][-1]
     result_file = work / f"{tag}.score.json"
     p = subprocess.run(
@@ -215,6 +225,7 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
         "corpus": corpus,
         "candidate": name,
         "overrides": overrides,
+        "model": summary(cfg),
         "minutes": minutes,
         "threads": threads,
         "steps": steps,
@@ -231,6 +242,22 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
           f"{s['per_document']['gzip -9']:.3f}, stream {s['stream']['gzip -9']:.3f}) after "
           f"{res['train_minutes']:.1f} min, {res['bytes_seen'] / 1e6:.1f} MB", flush=True)  # fmt: skip
     return res
+
+
+def _curve(rows: list[dict]) -> list[tuple[float | None, float]]:
+    """(training seconds, validation bpb) per evaluation; the time is that of the last logged
+    step at or before it (evaluations need not fall on logging steps)."""
+    logged = sorted((r["step"], r["elapsed_s"]) for r in rows if "elapsed_s" in r)
+    curve = []
+    for r in rows:
+        if "val_bpb" in r:
+            before = [t for step, t in logged if step <= r["step"]]
+            curve.append((before[-1] if before else None, r["val_bpb"]))
+    return curve
+
+
+def _run_dir(r: dict) -> Path:
+    return REPO / "runs" / "quality" / f"{r['corpus']}-{r['candidate']}-{r['minutes']:g}min"
 
 
 def plot(results: list[dict], out: Path) -> None:
@@ -283,9 +310,9 @@ def report(results: list[dict], png: str) -> str:
         f"- plot: [{png}]({png}) (validation bpb logged by the loop against training minutes; "
         "gray lines: compressors on the held-out stream)",
         "",
-        "| corpus | candidate | min x cores | MB seen | held-out bpb | gzip -9 (doc / **stream**) "
+        "| corpus | candidate | resolved | min x cores | MB seen | held-out bpb | gzip -9 (doc / **stream**) "
         "| bzip2 -9 (doc / **stream**) | xz -9e (doc / **stream**) | eval bytes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {c: i for i, c in enumerate(CORPORA)}
     rows = sorted(
@@ -306,14 +333,20 @@ def report(results: list[dict], png: str) -> str:
             else ""
         )
         lines.append(
-            f"| {r['corpus']} | {r['candidate']} | {r['minutes']:g} x {r['threads']} | "
+            f"| {r['corpus']} | {r['candidate']} | {r.get('model', '')} | "
+            f"{r['minutes']:g} x {r['threads']} | "
             f"{r['bytes_seen'] / 1e6:.1f} | **{s['bpb']:.3f}**{win} | {cmp} | {s['bytes']:,} |"
         )
     lines += ["", "## Candidates", ""]
-    for name in dict.fromkeys(r["candidate"] for r in rows):
-        lines.append(
-            f"- `{name}`: recipes/cpu.yaml {' '.join(CANDIDATES.get(name, [])) or '(as it is)'}"
-        )
+    for name, over in dict.fromkeys((r["candidate"], " ".join(r["overrides"])) for r in rows):
+        lines.append(f"- `{name}`: recipes/cpu.yaml {over or '(as it is)'}")
+    lines += [
+        "",
+        "`resolved` is what the run actually trained (sequence length, patch, global width x "
+        "layers, local width x layers, batch, peak learning rate, and any change from the "
+        "paper's defaults): the overrides are relative to recipes/cpu.yaml as it was when the row "
+        "was made (the recipe took the screen's winners: patch 16, untied head).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -333,7 +366,22 @@ def main() -> None:
     ap.add_argument(
         "--score", nargs=4, metavar=("RUN", "DATA", "BYTES", "OUT"), help=argparse.SUPPRESS
     )
+    ap.add_argument(
+        "--replot",
+        action="store_true",
+        help="rebuild the curves from the runs still under runs/quality, rewrite report and plot",
+    )
     args = ap.parse_args()
+    if args.replot:
+        out_json = Path(args.json)
+        results = json.loads(out_json.read_text())
+        for r in results:
+            if (_run_dir(r) / "metrics.jsonl").exists():
+                r["curve"] = _curve(_rows(_run_dir(r)))
+        out_json.write_text(json.dumps(results, indent=1))
+        plot(results, Path(args.out).parent / "bench_quality.png")
+        Path(args.out).write_text(report(results, "bench_quality.png"))
+        return
     if args.score:
         run_dir, data, eval_bytes, out = args.score
         Path(out).write_text(json.dumps(score(Path(run_dir), Path(data), int(eval_bytes))))
