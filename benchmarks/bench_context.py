@@ -41,7 +41,7 @@ MODEL = [
     "model.dropout=0.0",
     "model.loss_chunk_size=65536",
 ]
-SIZES = [65536, 262144]
+SIZES = [65536, 262144, 1048576]
 
 
 def overrides(seq_len: int, context: int) -> list[str]:
@@ -151,13 +151,21 @@ def run_job(context: int, seq_len: int, steps: int, tmp: Path) -> dict:
     return {**json.loads(result.read_text()), "load": load, "estimate": estimate(seq_len, context)}
 
 
-def run(steps: int = 2, cap_gib: float = 3.0) -> dict:
+def paired_sizes(rows: list[dict]) -> list[int]:
+    """Sequence lengths measured at both CP=1 and CP=2 (the ratio rows)."""
+    have = {(r["context"], r["seq_len"]) for r in rows}
+    return sorted({t for c, t in have if (1, t) in have and (2, t) in have})
+
+
+def run(steps: int = 2, cap_gib: float = 3.0, sizes: list[int] | None = None,
+        search: bool = True) -> dict:  # fmt: skip
     import tempfile
 
     cap = int(cap_gib * 2**30)
-    plan = [(c, t) for t in SIZES for c in (1, 2)]
+    plan = [(c, t) for t in (sizes or SIZES) for c in (1, 2)]
     largest = {c: largest_under(cap, c) for c in (1, 2)}
-    plan += [(c, largest[c]) for c in (1, 2)]
+    if search:
+        plan += [(c, largest[c]) for c in (1, 2)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for context, seq_len in plan:
@@ -207,7 +215,7 @@ def report(res: dict, command: str) -> str:
         "estimate of it | CP=2 / CP=1 bytes/s |",
         "|---|---|---|---|---|",
     ]
-    for t in SIZES:
+    for t in paired_sizes(rows):
         a, b = by[(1, t)], by[(2, t)]
         above = (b["peak_rss"] - b["built_rss"]) / (a["peak_rss"] - a["built_rss"])
         est = b["estimate"]["activations"] / a["estimate"]["activations"]
@@ -237,11 +245,29 @@ def main() -> None:
     ap.add_argument("--context", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--add-sizes",
+        help="comma list of T: measure only these (CP=1 and 2) and add them to the JSON's rows",
+    )
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    res = run(args.steps, args.cap_gib)
     command = f".venv/bin/python benchmarks/bench_context.py --steps {args.steps} --cap-gib {args.cap_gib}"
+    if args.add_sizes:
+        sizes = [int(t) for t in args.add_sizes.split(",")]
+        res = json.loads(Path(args.json).read_text())
+        new = run(args.steps, args.cap_gib, sizes, search=False)
+        key = {(r["context"], r["seq_len"]) for r in new["rows"]}
+        res["rows"] = [r for r in res["rows"] if (r["context"], r["seq_len"]) not in key]
+        res["rows"] = sorted(res["rows"] + new["rows"], key=lambda r: (r["seq_len"], r["context"]))
+        res["commands"] = [
+            *res.get("commands", [command]),
+            f"{command} --add-sizes {args.add_sizes}",
+        ]
+    else:
+        res = run(args.steps, args.cap_gib)
+        res["commands"] = [command]
+    command = "`, `".join(res["commands"])
     Path(args.out).write_text(report(res, command))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
