@@ -163,9 +163,9 @@ def run(steps: int = 2, cap_gib: float = 3.0, sizes: list[int] | None = None,
 
     cap = int(cap_gib * 2**30)
     plan = [(c, t) for t in (sizes or SIZES) for c in (1, 2)]
-    largest = {c: largest_under(cap, c) for c in (1, 2)}
-    if search:
-        plan += [(c, largest[c]) for c in (1, 2)]
+    # the largest-T search (dry-run estimates) only where its runs are part of the plan
+    largest = {c: largest_under(cap, c) for c in (1, 2)} if search else {}
+    plan += [(c, t) for c, t in largest.items()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for context, seq_len in plan:

@@ -33,6 +33,7 @@ Datasets go to `data/quality/<corpus>-<seq_len>` (prepared once per sequence len
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import os
@@ -198,11 +199,11 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
     cfg = config_of(overrides)
     data = ensure_dataset(corpus, cfg.model.seq_len)
     work = REPO / "runs" / "quality"
-    tag = f"{corpus}-{name}-{minutes:g}min"
+    tag = _tag(corpus, name, minutes)
     bps = calibrate(data, overrides, work / f"{tag}.calibrate", threads)
     per_step = cfg.model.seq_len * cfg.train.micro_batch_size * cfg.train.grad_accum
     steps = max(20, int(minutes * 60 * bps / per_step))
-    run_dir = work / tag  # _run_dir() of the result
+    run_dir = work / tag
     subprocess.run(["rm", "-rf", str(run_dir)])
     t0 = time.perf_counter()
     _train(run_dir, [*overrides, f"data.train={data}/train", f"data.val={data}/val",
@@ -248,16 +249,24 @@ def _curve(rows: list[dict]) -> list[tuple[float | None, float]]:
     """(training seconds, validation bpb) per evaluation; the time is that of the last logged
     step at or before it (evaluations need not fall on logging steps)."""
     logged = sorted((r["step"], r["elapsed_s"]) for r in rows if "elapsed_s" in r)
+    steps = [step for step, _ in logged]
     curve = []
     for r in rows:
         if "val_bpb" in r:
-            before = [t for step, t in logged if step <= r["step"]]
-            curve.append((before[-1] if before else None, r["val_bpb"]))
+            i = bisect.bisect_right(steps, r["step"])
+            curve.append((logged[i - 1][1] if i else None, r["val_bpb"]))
     return curve
 
 
-def _run_dir(r: dict) -> Path:
-    return REPO / "runs" / "quality" / f"{r['corpus']}-{r['candidate']}-{r['minutes']:g}min"
+def _tag(corpus: str, candidate: str, minutes: float) -> str:
+    """A run's directory name under runs/quality/."""
+    return f"{corpus}-{candidate}-{minutes:g}min"
+
+
+def _write(results: list[dict], out: Path) -> None:
+    png = "bench_quality.png"
+    plot(results, out.parent / png)
+    out.write_text(report(results, png))
 
 
 def plot(results: list[dict], out: Path) -> None:
@@ -376,11 +385,11 @@ def main() -> None:
         out_json = Path(args.json)
         results = json.loads(out_json.read_text())
         for r in results:
-            if (_run_dir(r) / "metrics.jsonl").exists():
-                r["curve"] = _curve(_rows(_run_dir(r)))
+            run_dir = REPO / "runs" / "quality" / _tag(r["corpus"], r["candidate"], r["minutes"])
+            if (run_dir / "metrics.jsonl").exists():
+                r["curve"] = _curve(_rows(run_dir))
         out_json.write_text(json.dumps(results, indent=1))
-        plot(results, Path(args.out).parent / "bench_quality.png")
-        Path(args.out).write_text(report(results, "bench_quality.png"))
+        _write(results, Path(args.out))
         return
     if args.score:
         run_dir, data, eval_bytes, out = args.score
@@ -410,9 +419,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         for f in [pool.submit(one, j) for j in jobs]:
             f.result()
-    png = "bench_quality.png"
-    plot(results, Path(args.out).parent / png)
-    Path(args.out).write_text(report(results, png))
+    _write(results, Path(args.out))
     print(f"wrote {args.out}")
 
 

@@ -667,8 +667,8 @@ def main() -> None:
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     results["dates"] = {name: stamp for name in only if name in results}
     results["carried"] = []
-    standalone = HERE / "results_context.json"  # bench_context.py run on its own
     # bench_context.py run on its own after the last run_all: its numbers are the newer ones
+    standalone = HERE / "results_context.json"
     if standalone.exists() and (
         "context" not in previous or standalone.stat().st_mtime > saved.stat().st_mtime
     ):

@@ -38,6 +38,7 @@ tools' versions are recorded in SOURCE.md as well. Stdlib only, apart from Pillo
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gzip
 import hashlib
 import json
@@ -906,8 +907,6 @@ def finish(ctx: Ctx, name: str, cdir: Path, info: dict, seconds: float) -> None:
 def build(ctx: Ctx, name: str) -> None:
     # Two fetchers of one corpus (a benchmark started beside a manual fetch) would delete each
     # other's files mid-build: the second waits for the first, then finds the corpus complete.
-    import fcntl
-
     with open(ctx.out / f".{name}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
