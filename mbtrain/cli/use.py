@@ -74,6 +74,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from mbtrain.checkpoint.consolidate import load_model
     from mbtrain.inference.evaluate import evaluate_model, format_eval
+    from mbtrain.train.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # every window allocates the same activations again
 
     model = load_model(args.model, args.step, args.device)
     modes = tuple(args.mode) if args.mode else None  # default: sliding first for long inputs

@@ -111,8 +111,14 @@ class AttentionContext:
 
 
 DENSE_MASK_LIMIT = 1 << 24
-"""Above this many mask entries (B x L x L), document attention runs per document instead of
-through one dense mask (which SDPA would also expand to a float bias of that size)."""
+"""Above this many mask entries (B x L x L), document attention always runs per document
+instead of through one dense mask (which SDPA would also expand to a float bias of that size)."""
+
+PER_DOCUMENT_MIN_POSITIONS = 16
+"""Documents averaging at least this many positions run per document below the limit too:
+one causal SDPA call per document skips the blocks a dense mask would compute and then mask
+(on the CPU 2-3x faster at 2-30 documents in 1,024 positions; the loop's overhead per call
+makes it break even near 100, i.e. ~10 positions each: benchmarks/NOTES.md)."""
 
 
 def document_attention(
@@ -123,12 +129,14 @@ def document_attention(
 
     b, _, length, _ = q.shape
     starts = run_starts(segments)
-    if not starts[:, 1:].any():  # one document per row: plain causal attention
+    n_docs = int(starts.sum())  # starts[:, 0] is always set: b documents at least
+    if n_docs == b:  # one document per row: plain causal attention
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    if b * length * length <= DENSE_MASK_LIMIT:
+    short_docs = n_docs * PER_DOCUMENT_MIN_POSITIONS > b * length
+    if short_docs and b * length * length <= DENSE_MASK_LIMIT:
         mask = document_mask(segments)  # (B, 1, L, L)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-    # Long windows: each document on its own, no L x L mask at all.
+    # Each document on its own, no L x L mask at all.
     out = torch.empty_like(q)
     for i in range(b):
         bounds = [*starts[i].nonzero().flatten().tolist(), length]

@@ -22,6 +22,11 @@ Around the blocks: the global final norm's input and the global-to-local project
 recomputed, so logits never add up). A chunked local model (`model.local_chunk`) with
 checkpointing keeps the chunks' inputs only and rebuilds one chunk at a time.
 
+Document masking that runs attention once per document (windows of a few long documents,
+see `layers.document_attention`) keeps each document's attention output besides the joined
+one: one more unit per block of the model whose windows hold several documents, not counted
+here (a few percent of a block's total).
+
 `transient` is what exists only for a moment during backward: the gradient of the largest
 activation being propagated plus one chunk of logits (a few N x d). Real allocators add
 fragmentation on top: the benchmark compares the total with measured peaks.

@@ -33,6 +33,9 @@ class TrainConfig:
     compile: bool = False
     """torch.compile every transformer block (inductor). Off by default: on the CPUs measured
     it gained nothing and costs ~40 s of compilation per process (benchmarks/NOTES.md)."""
+    keep_host_memory: bool = True
+    """Keep freed host memory in the process (glibc malloc thresholds, see
+    mbtrain.train.host_memory) instead of page-faulting every step's activations in again."""
     eval_every: int = 0
     """Validate every N steps (0: only at the end)."""
     eval_batches: int = 8

@@ -685,6 +685,10 @@ class Trainer:
 def train(cfg: RunConfig) -> TrainResult:
     """Train (or resume) the run described by `cfg`; all ranks call this."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if cfg.train.keep_host_memory:
+        from mbtrain.train.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     trainer = Trainer(cfg)
     try:
         trainer.setup()

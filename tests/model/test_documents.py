@@ -20,6 +20,33 @@ def window(a: torch.Tensor, b: torch.Tensor, t: int) -> tuple[torch.Tensor, torc
     return x, seg, start_b
 
 
+def force_paths(monkeypatch, path: str) -> None:
+    """Make document_attention take one of its paths: one masked call, or a call per document
+    (chosen for windows of few documents, and for windows too long for a dense mask)."""
+    if path == "dense":
+        monkeypatch.setattr(layers, "PER_DOCUMENT_MIN_POSITIONS", 10**9)
+    elif path == "few-documents":
+        monkeypatch.setattr(layers, "PER_DOCUMENT_MIN_POSITIONS", 1)
+    else:
+        monkeypatch.setattr(layers, "PER_DOCUMENT_MIN_POSITIONS", 10**9)
+        monkeypatch.setattr(layers, "DENSE_MASK_LIMIT", 0)
+
+
+def test_document_attention_paths_agree(monkeypatch):
+    """Outputs and gradients of the per-document path equal the dense mask's."""
+    torch.manual_seed(0)
+    seg = torch.tensor([[0] * 5 + [1] * 9 + [2] * 2, [3] * 16, [4] * 7 + [-1] * 9])
+    q, k, v = (torch.randn(3, 2, 16, 8, requires_grad=True) for _ in range(3))
+    results = []
+    for path in ("dense", "few-documents"):
+        force_paths(monkeypatch, path)
+        out = layers.document_attention(q, k, v, seg, 0.0)
+        grads = torch.autograd.grad((out * torch.arange(8.0)).sum(), (q, k, v))
+        results.append((out, *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "arch, pos, extra",
     [
@@ -30,10 +57,9 @@ def window(a: torch.Tensor, b: torch.Tensor, t: int) -> tuple[torch.Tensor, torc
         ("transformer", "rope", {}),
     ],
 )
-@pytest.mark.parametrize("dense", [True, False])
-def test_documents_see_only_themselves(arch, pos, extra, dense, monkeypatch):
-    if not dense:  # the per-document path of long windows
-        monkeypatch.setattr(layers, "DENSE_MASK_LIMIT", 0)
+@pytest.mark.parametrize("path", ["dense", "few-documents", "long-window"])
+def test_documents_see_only_themselves(arch, pos, extra, path, monkeypatch):
+    force_paths(monkeypatch, path)
     torch.manual_seed(0)
     cfg = ModelConfig.tiny(arch=arch, pos=pos, seq_len=32, patch_size=P, **extra)
     model = build_model(cfg).eval()

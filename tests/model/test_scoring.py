@@ -39,12 +39,15 @@ def test_all_modes_equal_with_one_window():
 
 
 def _trained_model():
-    """A tiny MegaByte trained on random crops of periodic text (a few seconds)."""
+    """A tiny MegaByte trained on random crops of periodic text (a few seconds): 150 steps
+    take it to ~0.3 bits per byte in basic windows, where longer contexts clearly help (at 80
+    it still sat near 2.2, where the modes differed by less than the CPU's rounding)."""
+    torch.manual_seed(0)
     model = build_model(ModelConfig.tiny(pos="rope"))
     text = b"the quick brown fox jumps over a lazy dog. " * 30
     data = torch.tensor(list(text))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(80):
+    for _ in range(150):
         starts = torch.randint(0, len(text) - 32, (8,))
         x = torch.stack([data[s : s + 32] for s in starts])
         opt.zero_grad()
