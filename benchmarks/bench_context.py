@@ -172,7 +172,8 @@ def run(steps: int = 2, cap_gib: float = 3.0, sizes: list[int] | None = None,
             r = run_job(context, seq_len, steps, Path(tmp))
             rows.append({"context": context, "seq_len": seq_len, **r})
             print(f"CP={context} T={seq_len}: {r}", flush=True)
-    return {"rows": rows, "cap": cap, "largest": largest, "steps": steps}
+    date = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}"
+    return {"rows": rows, "cap": cap, "largest": largest, "steps": steps, "date": date}
 
 
 def _mib(n: float) -> str:
@@ -189,7 +190,9 @@ def report(res: dict, command: str) -> str:
         "# Context parallelism on CPU: memory per rank and throughput, CP=1 vs CP=2",
         "",
         f"- command: `{command}`",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
+        # The date of the measurement (reports rebuilt later from kept results keep it).
+        f"- date: {res.get('date') or f'{datetime.now(timezone.utc):%Y-%m-%d %H:%M}'} UTC; "
+        f"machine: {platform.machine()}, "
         f"{os.cpu_count()} CPU cores shared with other jobs (noisy), torch {torch.__version__}, gloo, fp32",
         f"- model: {' '.join(MODEL)}; one sequence per step; {res['steps']} timed steps after a "
         "warm-up; CP=1 = 1 process x 2 threads, CP=2 = 2 processes x 1 thread",
