@@ -56,6 +56,10 @@ class Trainer:
     """Owns the engine, the loaders and the run directory of one training run."""
 
     def __init__(self, cfg: RunConfig):
+        if cfg.train.keep_host_memory:  # before the first large allocation
+            from mbtrain.train.host_memory import keep_freed_memory
+
+            keep_freed_memory()
         self.cfg = cfg
         self.env: DistEnv = init_distributed(cfg.train.device, cfg.parallel.backend)
         self.layout = check_layout(cfg, self.env.world_size)
@@ -685,10 +689,6 @@ class Trainer:
 def train(cfg: RunConfig) -> TrainResult:
     """Train (or resume) the run described by `cfg`; all ranks call this."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if cfg.train.keep_host_memory:
-        from mbtrain.train.host_memory import keep_freed_memory
-
-        keep_freed_memory()
     trainer = Trainer(cfg)
     try:
         trainer.setup()
