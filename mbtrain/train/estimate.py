@@ -18,7 +18,12 @@ Memory per rank:
 * activations of one micro-batch (`mbtrain.model.memory`), with and without activation
   checkpointing;
 * a fixed overhead of the framework (CUDA context and NCCL buffers; on CPU, the interpreter
-  with torch and DeepSpeed imported), `FRAMEWORK_BYTES`.
+  with torch and DeepSpeed imported), `FRAMEWORK_BYTES`;
+* on CPU with `train.keep_host_memory`, freed blocks the heap keeps but cannot hand out again
+  (fragmentation: the process's peak grows past its live peak), `KEPT_HEAP_FRACTION` of the
+  activations. Measured by bench_context on the 2-core CPU, peak / estimate without it:
+  1.10-1.16 at T = 65,536 and 1.30-1.47 at T = 262,144 (CP = 1 and 2); estimate / peak with
+  it 0.88-1.01.
 
 Time per optimizer step: the model's training FLOPs of one global batch, spread over the
 world, at an assumed model FLOPs utilisation of the device's dense peak (`--mfu`; the default
@@ -39,6 +44,7 @@ GIB = 2**30
 FRAMEWORK_BYTES = {"cuda": int(1.5 * GIB), "cpu": int(0.8 * GIB)}
 DEFAULT_MFU = {"cuda": 0.40, "cpu": 0.60}
 DEFAULT_DEVICE_MEMORY = {"cuda": 80 * GIB}
+KEPT_HEAP_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class RankEstimate:
     activations_other: ActivationMemory
     """With the opposite setting, for comparison."""
     framework: int
+    kept_heap: int
+    """Freed host memory the process keeps (CPU with train.keep_host_memory), see above."""
     step_seconds: float
     mfu: float
     peak_flops: float
@@ -65,7 +73,7 @@ class RankEstimate:
 
     @property
     def total(self) -> int:
-        return self.states + self.activations.total + self.framework
+        return self.states + self.activations.total + self.framework + self.kept_heap
 
 
 def rank_params(model: ModelConfig, layout: ParallelLayout) -> int:
@@ -138,6 +146,9 @@ def estimate_rank(
         activations=act,
         activations_other=other,
         framework=FRAMEWORK_BYTES.get(device, FRAMEWORK_BYTES["cuda"]),
+        kept_heap=int(KEPT_HEAP_FRACTION * act.total)
+        if device == "cpu" and train.keep_host_memory
+        else 0,
         step_seconds=seconds,
         mfu=mfu,
         peak_flops=peak_flops,
@@ -160,6 +171,11 @@ def format_estimate(est: RankEstimate, device_memory: int | None, ckpt: bool) ->
         f"blocks {_gib(a.local_blocks)}, around {_gib(a.around)}, transient {_gib(a.transient)})",
         f"  {'without' if ckpt else 'with'} activation checkpointing: {_gib(o.total)}",
         f"framework (CUDA/NCCL or interpreter): {_gib(est.framework)}",
+        *(
+            [f"freed memory kept by the process (train.keep_host_memory): {_gib(est.kept_heap)}"]
+            if est.kept_heap
+            else []
+        ),
         f"total per rank: {_gib(est.total)}",
     ]
     if device_memory:
@@ -171,7 +187,11 @@ def format_estimate(est: RankEstimate, device_memory: int | None, ckpt: bool) ->
         if (
             est.total > device_memory
             and not ckpt
-            and est.states + o.total + est.framework <= device_memory
+            and est.states
+            + o.total
+            + est.framework
+            + (est.kept_heap and int(KEPT_HEAP_FRACTION * o.total))
+            <= device_memory
         ):
             lines.append("  (it would fit with model.activation_checkpointing=true)")
     if est.peak_flops:

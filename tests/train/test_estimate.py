@@ -58,3 +58,16 @@ def test_long_context_recipes_fit_by_the_dry_run(recipe, memory):
     assert "parallel" in out.stdout and "step time:" in out.stdout
     e, cfg = est(recipe, 8)
     assert cfg.parallel.context > 1 and e.total < float(memory) * GIB
+
+
+def test_kept_host_memory_is_counted_on_cpu_only():
+    """Keeping freed memory grows a CPU process's peak past its live peak (fragmentation):
+    the estimate adds KEPT_HEAP_FRACTION of the activations there, and nothing on a GPU."""
+    from mbtrain.train.estimate import KEPT_HEAP_FRACTION
+
+    kept, _ = est("tiny_cpu.yaml", 1, device="cpu")
+    off, _ = est("tiny_cpu.yaml", 1, "train.keep_host_memory=false", device="cpu")
+    gpu, _ = est("tiny_cpu.yaml", 1, device="cuda")
+    assert kept.kept_heap == int(KEPT_HEAP_FRACTION * kept.activations.total) > 0
+    assert kept.total - off.total == kept.kept_heap
+    assert off.kept_heap == gpu.kept_heap == 0
