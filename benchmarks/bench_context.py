@@ -83,15 +83,14 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from mbtrain.config import load_config
-    from mbtrain.train.loop import Trainer
+    from mbtrain.train.runner import StepRunner
 
     torch.set_num_threads(args.threads)
     cfg = load_config(
         REPO / "recipes" / "tiny_cpu.yaml",
         [*overrides(args.seq_len, args.context), f"run.dir={args.run_dir}"],
     )
-    tr = Trainer(cfg)
-    tr._build_engine()
+    tr = StepRunner(cfg)
     g = torch.Generator().manual_seed(0)
     t = cfg.model.seq_len
     batches = [
@@ -101,12 +100,12 @@ def worker(args: argparse.Namespace) -> None:
         }
         for _ in range(args.steps + 1)
     ]
-    tr.train_loader, tr._train_iter = batches, None
+    tr.feed(batches)
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tr.train_step()  # warm-up: first-call allocations, Adam's state
+    tr.step()  # warm-up: first-call allocations, Adam's state
     dist.barrier()
     t0 = time.perf_counter()
-    nbytes = sum(tr.train_step()["bytes"] for _ in range(args.steps))
+    nbytes = sum(tr.step()["bytes"] for _ in range(args.steps))
     dist.barrier()
     elapsed = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

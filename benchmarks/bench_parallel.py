@@ -15,7 +15,7 @@ On a 2-core CPU these numbers show the communication overhead (gloo all-reduces 
 shared memory, pipeline bubbles), not the speed-up tensor or pipeline parallelism buys on
 GPUs; the per-rank parameter memory is what carries over.
 
-Each case is a `torchrun` job that calls the library's Trainer (`_build_engine`,
+Each case is a `torchrun` job that calls the library's StepRunner (`build_engine`,
 `train_step`) on synthetic batches.
 
     .venv/bin/python benchmarks/bench_parallel.py [--steps 3] [--ab 3] [--out benchmarks/results_parallel.md]
@@ -73,7 +73,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from mbtrain.config import load_config
-    from mbtrain.train.loop import Trainer
+    from mbtrain.train.runner import StepRunner
 
     torch.set_num_threads(args.threads)
     cfg = load_config(
@@ -85,11 +85,10 @@ def worker(args: argparse.Namespace) -> None:
             "train.micro_batch_size=2",
         ],
     )
-    tr = Trainer(cfg)
-    tr._build_engine()
+    tr = StepRunner(cfg)
     steps = args.steps + 1
     n = steps * cfg.train.grad_accum
-    g = torch.Generator().manual_seed(tr.dp_rank)
+    g = torch.Generator().manual_seed(tr.te.dp_rank)
     batches = [
         {
             "x": torch.randint(0, 256, (2, cfg.model.seq_len), generator=g),
@@ -97,18 +96,18 @@ def worker(args: argparse.Namespace) -> None:
         }
         for _ in range(n)
     ]
-    tr.train_loader, tr._train_iter = batches, None
-    tr.train_step()  # warm-up: first-call allocations, DeepSpeed's lazy state
+    tr.feed(batches)
+    tr.step()  # warm-up: first-call allocations, DeepSpeed's lazy state
     dist.barrier()
     t0 = time.perf_counter()
     nbytes = 0.0
     for _ in range(args.steps):
-        nbytes += tr.train_step()["bytes"]
+        nbytes += tr.step()["bytes"]
     dist.barrier()
     elapsed = time.perf_counter() - t0
     seen = set()
     param_bytes = 0
-    for p in tr.engine.module.parameters():
+    for p in tr.te.engine.module.parameters():
         if id(p) not in seen:
             seen.add(id(p))
             param_bytes += p.numel() * p.element_size()

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mbtrain.monitor.peak import measure_matmul_flops, measure_sustained_matmul_flops
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "bench_25m_cpu.yaml"
 CORPUS = REPO / "data_prep" / "corpora" / "pystdlib.yaml"
@@ -51,36 +53,6 @@ def ensure_data(train_dir: Path, seq_len: int) -> None:
     t0 = time.perf_counter()
     result = prepare(cfg)
     print(f"[bench_train] {result.summary()} ({time.perf_counter() - t0:.1f} s)", flush=True)
-
-
-def matmul_peak(n: int, seconds: float) -> float:
-    """fp32 FLOP/s of an n x n torch.mm with all threads (best of repeated calls)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best, end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
-def matmul_sustained(n: int, seconds: float) -> float:
-    """fp32 FLOP/s of n x n torch.mm calls run back to back for `seconds` (all threads): the
-    rate a loop of large matmuls keeps up. On a shared or power-limited CPU it sits well below
-    the best single call (here 117-144 against 150-203 GFLOP/s), and a training loop, which
-    never stops between matmuls, can at best reach it."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.mm(a, b)
-        calls += 1
-    return 2 * n**3 * calls / (time.perf_counter() - t0)
 
 
 def run_train(
@@ -173,13 +145,13 @@ def run(
             # Alternate the order every round, so that a load trend favours neither variant.
             order = list(variants.items())
             for name, path in order if rnd % 2 == 0 else order[::-1]:
-                peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
-                sustained.append(matmul_sustained(2048, 3.0))
+                peaks += [measure_matmul_flops(1024, 1.0), measure_matmul_flops(2048, 1.0)]
+                sustained.append(measure_sustained_matmul_flops(2048, 3.0))
                 t0 = time.perf_counter()
                 rows = run_train(path, Path(tmp) / f"{name}-{rnd}", recipe, steps, overrides)
                 wall = time.perf_counter() - t0
-                peaks += [matmul_peak(1024, 1.0), matmul_peak(2048, 1.0)]
-                sustained.append(matmul_sustained(2048, 3.0))
+                peaks += [measure_matmul_flops(1024, 1.0), measure_matmul_flops(2048, 1.0)]
+                sustained.append(measure_sustained_matmul_flops(2048, 3.0))
                 runs[name].append({"rows": rows, "wall_s": wall})
                 print(f"[bench_train] {name}: {len(rows)} steps in {wall:.0f} s", flush=True)
     for name, rs in runs.items():

@@ -50,6 +50,27 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_dataset(tmp_path_factory) -> Path:
+    """A dataset prepared at 4,194,304 bytes (the longest recipe's window): what a dry run of
+    the long-context recipes checks against (`train --dry-run` checks the data too)."""
+    from mbtrain.data import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("data") / "long"
+    stdlib = sysconfig.get_paths()["stdlib"]
+    prepare(
+        PrepareConfig(
+            inputs=[f"{stdlib}/json/*.py", f"{stdlib}/email/*.py"],
+            out=str(out),
+            seq_len=4 * 1024 * 1024,
+            size_limit=64 * 1024 * 1024,
+            val_fraction=0.2,
+            progress=False,
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_args(tiny_dataset) -> list[str]:
     """Recipe and overrides of a tiny training run on the tiny dataset (add run.dir=...)."""
     return [

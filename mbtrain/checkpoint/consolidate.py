@@ -1,15 +1,15 @@
-"""Full, unsharded float32 weights from a training checkpoint, for any ZeRO stage.
+"""Full, unsharded float32 weights from a training checkpoint, for any layout and ZeRO stage.
 
 ZeRO 0-2 checkpoints hold the whole module in the model states file; ZeRO-3 partitions the
-parameters themselves, and DeepSpeed's `zero_to_fp32` gathers them from the optimizer
-partitions. Checkpoints of tensor- or pipeline-parallel runs are merged by
-`mbtrain.parallel` (their shards must be concatenated along the split dimension).
+parameters themselves over the optimizer files, and tensor- or pipeline-parallel runs save
+shards to be concatenated along their split dimension: both are read by
+`shards.read_full_checkpoint`.
 
 What `load_model` (eval, generate) reads, in this order: an export directory
 (safetensors + JSON, data only); a run directory's `export/` when it is at least as new as the
 run's newest checkpoint; otherwise the newest checkpoint that passes `integrity.py`. Every
-checkpoint is checked before anything in it is read, including DeepSpeed's own ZeRO-3 reader,
-which unpickles freely: the check has then already found the pickles to hold only data. A
+checkpoint is checked before anything in it is read, and only the files its marker lists are
+opened, all as data (ZeRO-3's partitions too: `shards.read_full_checkpoint`). A
 damaged newest checkpoint is skipped (one line on stderr says so) and the previous one used;
 nothing is renamed, since a training job may be running in that directory.
 """
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from mbtrain.checkpoint.export import strip_prefix
 from mbtrain.checkpoint.integrity import checkpoint_problem
@@ -33,7 +34,9 @@ from mbtrain.checkpoint.layout import (
     tag_for_step,
 )
 from mbtrain.checkpoint.serialization import load_torch_file
+from mbtrain.checkpoint.shards import listed_names, read_full_checkpoint
 from mbtrain.errors import CheckpointError
+from mbtrain.model.config import ModelConfig
 from mbtrain.parallel.layout import ParallelLayout
 
 
@@ -78,35 +81,38 @@ def find_checkpoint(
 
 
 def checkpoint_state_dict(root: Path, tag: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(plain model state dict in float32, marker info) of a checked, complete checkpoint."""
+    """(plain model state dict in float32, marker info) of a checked, complete checkpoint.
+
+    Only the files the marker lists are read, all as data (`shards.read_full_checkpoint`),
+    ZeRO-3's partitions included: DeepSpeed's own ZeRO-3 reader unpickles every
+    `*_model_states.pt` it finds in the directory, listed or not."""
     info = read_marker(root / tag)
     saved = ParallelLayout.saved(info)
-    if saved["tensor"] > 1 or saved["pipeline"] > 1:
-        from mbtrain.checkpoint.shards import merge_parallel_checkpoint
-
-        return merge_parallel_checkpoint(root, tag, info, model_config_of(info, root)), info
-    if info.get("zero_stage", 0) < 3:
-        # ZeRO 0-2 keep whole parameters in the module: exactly the weights the engine computed
-        # with (bf16 runs: the bf16 weights, upcast; the fp32 masters differ by rounding).
-        states = load_torch_file(root / tag / "mp_rank_00_model_states.pt")
-        return strip_prefix(states["module"]), info
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
-    return strip_prefix(state), info
+    if saved["tensor"] > 1 or saved["pipeline"] > 1 or saved["zero_stage"] == 3:
+        return read_full_checkpoint(root, tag, info, model_config_of(info, root)).weights, info
+    # ZeRO 0-2 keep whole parameters in the module: exactly the weights the engine computed
+    # with (bf16 runs: the bf16 weights, upcast; the fp32 masters differ by rounding).
+    names = listed_names(root / tag, info)
+    if "mp_rank_00_model_states.pt" not in names:
+        raise CheckpointError(
+            f"{root / tag}: mp_rank_00_model_states.pt is not in its marker's files"
+        )
+    states = load_torch_file(root / tag / "mp_rank_00_model_states.pt")
+    return strip_prefix(states["module"]), info
 
 
-def model_config_of(info: dict, root: Path):
-    from mbtrain.model import ModelConfig
-
+def model_config_of(info: dict, root: Path) -> ModelConfig:
+    """The model config a checkpoint was saved with: its marker's `model` section, or (older
+    checkpoints) the `model:` section of the run's resolved config.yaml."""
     model = info.get("model")
-    if model is None:  # fall back to the run's resolved config
+    if model is None:
         cfg_path = root.parent / "config.yaml"
-        if not cfg_path.is_file():
-            raise CheckpointError(f"{root}: no model config in the checkpoint or the run directory")
-        from mbtrain.config import load_config
-
-        return load_config(cfg_path).model
+        try:
+            model = (yaml.safe_load(cfg_path.read_text()) or {}).get("model")
+        except (OSError, yaml.YAMLError, AttributeError):
+            model = None
+        if not isinstance(model, dict):
+            raise CheckpointError(f"{root}: no model config in the checkpoint or in {cfg_path}")
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in model.items() if k in names})
 
@@ -129,7 +135,7 @@ def load_model(path: str | Path, step: int | None = None, device: str = "cpu") -
     """A ready-to-use model from an export dir, a run dir or a checkpoint dir (CPU or GPU).
 
     A run's safetensors export is preferred whenever it is current (see module docstring)."""
-    from mbtrain.checkpoint.export import load_exported, load_weights
+    from mbtrain.checkpoint.export import check_weights_match, load_exported, load_weights
     from mbtrain.model import build_model
 
     path = Path(path)
@@ -140,6 +146,8 @@ def load_model(path: str | Path, step: int | None = None, device: str = "cpu") -
     root, tag = find_checkpoint(path, step)
     state, info = checkpoint_state_dict(root, tag)
     cfg = model_config_of(info, root)
+    # The marker's sizes against the weights read, before anything is allocated for them.
+    check_weights_match(cfg, {k: tuple(v.shape) for k, v in state.items()}, root / tag)
     model = build_model(cfg)
     load_weights(model, state, root / tag)
     return model.to(device).eval()

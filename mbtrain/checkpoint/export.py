@@ -6,7 +6,12 @@ only torch, safetensors and this package's model code.
 
 An export replaces only an earlier export: a directory whose model.json says
 `"format": "mbtrain-export-1"` and that holds nothing but the export's own files. Any other
-existing `--out` (a run directory, a folder of notes) is refused and left as it is.
+existing `--out` (a run directory, a folder of notes) is refused and left as it is. A write
+that fails (a full disk) leaves no temporary directory and the previous export in place.
+
+`load_exported` checks model.json against the weights' safetensors header (names and shapes
+only) before it builds the model: a hand-edited `global_layers: 100000` would otherwise
+allocate tens of GB before the weights could say it is wrong.
 """
 
 from __future__ import annotations
@@ -14,13 +19,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 
+from mbtrain.config.typed import build_typed
 from mbtrain.errors import CheckpointError
+from mbtrain.model import ModelConfig
 
 PREFIX = "model."
 FORMAT = "mbtrain-export-1"
@@ -73,27 +82,75 @@ def strip_prefix(state: dict) -> dict[str, torch.Tensor]:
 def write_export(
     state: dict[str, torch.Tensor], model_cfg: Any, out_dir: str | Path, extra: dict | None = None
 ) -> Path:
-    """Write model.safetensors + model.json into out_dir (atomically, as one directory)."""
-    from safetensors.torch import save_file
+    """Write model.safetensors + model.json into out_dir (atomically, as one directory).
 
+    A failed write (disk full, permissions) is a one-line CheckpointError; it removes the
+    temporary directory and keeps an earlier export at `out_dir` as it was."""
     out_dir = Path(out_dir)
+    if out_dir.is_symlink():
+        # Write where the link points and keep the link: replacing the directory entry
+        # would swap the user's symlink for a directory and leave the link behind as the
+        # "old" export, which rmtree cannot remove.
+        out_dir = out_dir.resolve()
     check_export_target(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
+    try:
+        _write_files(state, model_cfg, tmp, extra)
+        _swap_in(tmp, out_dir)
+    except (OSError, SafetensorError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{out_dir}: writing the export failed ({reason}); any earlier export there is kept"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful swap
+    return out_dir
+
+
+def _write_files(
+    state: dict[str, torch.Tensor], model_cfg: Any, tmp: Path, extra: dict | None
+) -> None:
+    from safetensors.torch import save_file
+
     tmp.mkdir(parents=True, exist_ok=True)
+    weights = tmp / "model.safetensors"
     # Tied weights share storage; safetensors refuses shared tensors, so clone.
-    save_file({k: v.clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    save_file({k: v.clone() for k, v in state.items()}, str(weights))
+    # safetensors creates its file 0600; an export is meant to be read by others (a serving
+    # account, a colleague), so give it the mode any new file gets under the umask.
+    os.chmod(weights, 0o666 & ~current_umask())
     meta = {"format": FORMAT, "model": dataclasses.asdict(model_cfg), **(extra or {})}
     (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-    if out_dir.exists():
-        import shutil
 
-        old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-        os.replace(out_dir, old)
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Put the finished tmp directory at out_dir; an earlier export is replaced only then."""
+    if not out_dir.exists():
         os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
+    os.replace(out_dir, old)
+    try:
         os.replace(tmp, out_dir)
-    return out_dir
+    except OSError:
+        os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def current_umask() -> int:
+    """The process umask. os.umask can only read it by setting it, which would leave a moment
+    in which other threads create files with another mask; Linux shows it in /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def export_from_engine(
@@ -114,7 +171,7 @@ def export_from_engine(
     else:
         state = engine.module.state_dict()
     rank = dist.get_rank() if dist.is_initialized() else 0
-    path, problem = None, None
+    path, problem, error = None, None, None
     if rank == 0:
         try:
             path = write_export(
@@ -123,23 +180,30 @@ def export_from_engine(
                 out_dir,
                 {"step": step if step is not None else getattr(engine, "global_steps", None)},
             )
-        except (CheckpointError, OSError) as e:
-            problem = str(e)
-    # Every rank learns the outcome: one raising alone would leave the others in a barrier.
+        except Exception as e:  # any failure: the other ranks must hear of it
+            error = e
+            problem = str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
+    # Every rank learns the outcome: one raising alone would leave the others in a collective
+    # until the process group times out or dies with it.
     problems = [problem]
     if dist.is_initialized() and dist.get_world_size() > 1:
         problems = [None] * dist.get_world_size()
         dist.all_gather_object(problems, problem)
     if problems[0]:
-        raise CheckpointError(f"export failed: {problems[0]}")
+        if error is not None and not isinstance(error, (CheckpointError, OSError)):
+            raise error  # a bug keeps its traceback on rank 0; the others get one line
+        raise CheckpointError(f"export failed on rank 0: {problems[0]}")
     return path
 
 
 def load_exported(path: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """Build the model of an export directory (or a run directory holding `export/`)."""
+    """Build the model of an export directory (or a run directory holding `export/`).
+
+    model.json is checked (unknown keys, types, `ModelConfig.validate`) and compared with the
+    weights' header before anything of the model's size is allocated."""
     from safetensors.torch import load_file
 
-    from mbtrain.model import ModelConfig, build_model
+    from mbtrain.model import build_model
 
     path = Path(path)
     if (path / "export" / "model.json").is_file():
@@ -149,13 +213,133 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.nn.Module:
         raise CheckpointError(
             f"{path}: no exported model (expected model.json and model.safetensors)"
         )
-    meta = json.loads(meta_path.read_text())
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model_cfg = ModelConfig(**{k: v for k, v in meta["model"].items() if k in fields})
+    model_cfg = read_model_config(meta_path)
+    weights = path / "model.safetensors"
+    check_weights_match(model_cfg, weight_shapes(weights), path)
     model = build_model(model_cfg)
-    state = load_file(str(path / "model.safetensors"), device="cpu")
+    state = load_file(str(weights), device="cpu")
     load_weights(model, state, path)
     return model.to(device).eval()
+
+
+def read_model_config(meta_path: Path) -> ModelConfig:
+    """The valid ModelConfig of an export's model.json; one CheckpointError lists every problem."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{meta_path}: cannot be read as JSON ({e})") from None
+    values = meta.get("model") if isinstance(meta, dict) else None
+    if not isinstance(values, dict):
+        raise CheckpointError(f'{meta_path}: has no "model" object (the ModelConfig)')
+    cfg, problems = build_typed(ModelConfig, values, {})
+    if not problems:  # validate() compares values, so only once their types are right
+        problems = [p.removeprefix("model.") for p in cfg.validate()]
+    if problems:
+        raise CheckpointError(f"{meta_path}: " + "; ".join(f"model.{p}" for p in problems))
+    return cfg
+
+
+def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a safetensors file, from its header (no tensor data)."""
+    from safetensors import safe_open
+
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing (an export holds model.json and this file)")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
+
+
+def _blocks(shapes: dict[str, tuple[int, ...]], stack: str) -> int:
+    """Blocks of `stack` (`global_model`, `local_model`): weights are named stack.blocks.N.*"""
+    prefix = f"{stack}.blocks."
+    ids = {k[len(prefix) :].split(".")[0] for k in shapes if k.startswith(prefix)}
+    return max((int(i) + 1 for i in ids if i.isdigit()), default=0)
+
+
+def _axis(shapes: dict[str, tuple[int, ...]], name: str, axis: int) -> int | None:
+    shape = shapes.get(name)
+    return shape[axis] if shape is not None and len(shape) > axis else None
+
+
+def sizes_of_weights(shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """The ModelConfig fields that weight names and shapes fix (see megabyte.py, baseline.py).
+
+    Heads, mlp_ratio, norm and activation leave no trace of their own in the names or leave
+    one only in the parameter count, which `check_weights_match` compares as well."""
+    if "global_embed.weight" in shapes:  # MegaByte: global_embed (256, D_G), global_pad (P*D_G)
+        d_g = _axis(shapes, "global_embed.weight", 1)
+        sizes: dict[str, Any] = {
+            "arch": "megabyte",
+            "global_dim": d_g,
+            "global_layers": _blocks(shapes, "global_model"),
+            "local_dim": _axis(shapes, "local_embed.weight", 1),
+            "local_layers": _blocks(shapes, "local_model"),
+        }
+        width = _axis(shapes, "global_pad", 0)
+        if d_g and width is not None:
+            sizes["patch_size"] = width // d_g
+        pos = "global_pos.weight"
+    elif "embed.weight" in shapes:  # the baseline: embed (256, D), start (D)
+        sizes = {
+            "arch": "transformer",
+            "dim": _axis(shapes, "embed.weight", 1),
+            "layers": _blocks(shapes, "global_model"),
+        }
+        pos = "pos.weight"
+    else:
+        return {}
+    # Learned positions are a (seq_len, D) table; rope has no position weights at all.
+    sizes["pos"] = "learned" if pos in shapes else "rope"
+    if pos in shapes:
+        sizes["seq_len"] = _axis(shapes, pos, 0)
+    return sizes
+
+
+def check_weights_match(
+    model_cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], where: Path
+) -> None:
+    """CheckpointError unless the weights' names and shapes are those `model_cfg` builds.
+
+    Cheap (header only), so it runs before `build_model` allocates anything."""
+    from mbtrain.model import count_parameters
+
+    held = sizes_of_weights(shapes)
+    if not held:
+        raise CheckpointError(
+            f"{where}: weights do not match the model config (no global_embed.weight or "
+            "embed.weight: not an mbtrain model's weights)"
+        )
+    keys = ["arch"] if held["arch"] != model_cfg.arch else list(held)
+    if model_cfg.pos != "learned" or held["pos"] != "learned":
+        keys = [k for k in keys if k != "seq_len"]  # rope weights do not fix seq_len
+    wrong = [
+        f"model.json says {k}={getattr(model_cfg, k)!r}, the weights hold {held[k]!r}"
+        for k in keys
+        if getattr(model_cfg, k) != held[k]
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{where}: weights do not match the model config ({'; '.join(wrong)})"
+        )
+    # The file always holds head.weight, tied or not (state_dict lists both names).
+    expected = count_parameters(dataclasses.replace(model_cfg, tie_local_embedding=False))
+    total = sum(_numel(s) for s in shapes.values())
+    if total != expected:
+        raise CheckpointError(
+            f"{where}: weights do not match the model config (model.json gives "
+            f"{expected:,} parameters, the weights hold {total:,}: check mlp_ratio, "
+            "activation and norm)"
+        )
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:

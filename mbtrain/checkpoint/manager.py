@@ -17,6 +17,7 @@ just written, the one `latest` names, or anything of a newer step (see `layout.p
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from mbtrain.checkpoint.layout import (
     is_complete,
     latest_complete,
     named_latest,
+    read_marker,
     set_aside,
     step_of_tag,
     tag_for_step,
@@ -177,10 +179,16 @@ class CheckpointManager:
 
         The checkpoint must have passed `integrity.checkpoint_problem` on every rank."""
         ckpt_dir = root / tag
-        install_checkpoint_engine(engine, self.allow_pickle)
-        load_path, client_state = engine.load_checkpoint(
-            str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
+        durable = install_checkpoint_engine(engine, self.allow_pickle)
+        files = read_marker(ckpt_dir).get("files")
+        if isinstance(files, dict):
+            durable.listed = {os.path.abspath(ckpt_dir / name) for name in files}
+        try:
+            load_path, client_state = engine.load_checkpoint(
+                str(root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
+        finally:
+            durable.listed = None
         if load_path is None:
             raise CheckpointError(f"{ckpt_dir}: DeepSpeed could not load this checkpoint")
         return client_state or {}, self.load_rank_state(ckpt_dir, self.rank)

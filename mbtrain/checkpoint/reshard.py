@@ -7,8 +7,8 @@ fails across ZeRO stages. Here every layout reads into one layout-free form
 (`shards.read_full_checkpoint`: full fp32 weights and Adam moments keyed by the plain
 model's names, plus the step, scheduler and client state), and the current engine takes
 its slice of each tensor (`tensor.shard_of`) through DeepSpeed's fragment API
-(`safe_set_full_fp32_param` / `safe_set_full_optimizer_state`) at ZeRO-1/2/3, or directly
-at ZeRO-0. Whether a checkpoint needs this is the layout's answer
+(`safe_set_full_fp32_param` / `safe_set_full_optimizer_state`) at ZeRO-1/2/3 (ZeRO-3: and its
+partition of the weights themselves), or directly at ZeRO-0. Whether a checkpoint needs this is the layout's answer
 (`ParallelLayout.differs_from`, the keys its marker records).
 
 Weights, moments, step and scheduler are restored exactly, so the first resumed loss and
@@ -25,7 +25,6 @@ import torch
 
 from mbtrain.checkpoint.config import CheckpointConfig
 from mbtrain.checkpoint.shards import read_full_checkpoint
-from mbtrain.errors import CheckpointError
 from mbtrain.model.config import ModelConfig
 from mbtrain.parallel.groups import ProcessGroups
 from mbtrain.parallel.layout import ParallelLayout
@@ -77,13 +76,10 @@ def load_resharded(
     zero = layout.zero_stage
     have_optim = bool(full.optim)
 
-    if zero == 3:
-        raise CheckpointError(
-            f"{Path(root) / tag}: resuming with a different layout into ZeRO-3 is not supported; "
-            "resume with parallel.zero_stage 0-2 (then save and switch), or with the saved layout"
-        )
     if zero in (1, 2) and have_optim:
         _init_flat_states(engine.optimizer, full.step)
+    if zero == 3 and have_optim:
+        _init_zero3_states(engine.optimizer, full.step)
     for name, p in module.named_parameters():
         plain = plain_param_name(name, pipeline, model_cfg.stage_blocks)
         w = shard_of(plain, full.weights[plain], tp_rank, tp_size)
@@ -94,6 +90,8 @@ def load_resharded(
             }
         if zero == 0:
             _set_zero0(engine.optimizer, p, w, moments, full.step)
+        elif zero == 3:
+            _set_zero3(p, w, moments)
         else:
             _set_zero(p, w, moments, zero)
 
@@ -133,6 +131,36 @@ def _set_zero(p: torch.nn.Parameter, w: torch.Tensor, moments: dict, zero: int) 
     safe_set_full_fp32_param(p, w.to(device, torch.float32))
     for key, v in moments.items():
         safe_set_full_optimizer_state(p, v.to(device, torch.float32), key)
+
+
+def _set_zero3(p: torch.nn.Parameter, w: torch.Tensor, moments: dict) -> None:
+    """ZeRO-3: this rank's partition of the fp32 master, of the Adam moments and of the
+    weights the forward gathers (`ds_tensor`; the engine copies masters into it only after an
+    update, and the first resumed forward must already see the loaded weights)."""
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+    device = p.ds_tensor.device
+    safe_set_full_fp32_param(p, w.to(device, torch.float32))
+    for key, v in moments.items():
+        safe_set_full_optimizer_state(p, v.to(device, torch.float32), key)
+    part = p.ds_tensor.numel()
+    rank = torch.distributed.get_rank(group=p.ds_process_group)
+    flat = w.flatten()[rank * part : (rank + 1) * part]
+    with torch.no_grad():
+        p.ds_tensor.zero_()
+        p.ds_tensor[: flat.numel()].copy_(flat.to(p.ds_tensor.dtype))
+
+
+def _init_zero3_states(ds_optimizer: Any, step: int) -> None:
+    """ZeRO-3 keeps one Adam state per flat fp32 sub-group partition, created at the first
+    update: create it (filled per parameter next), with the checkpoint's step count."""
+    base = ds_optimizer.optimizer
+    # Not base.param_groups: ZeRO-3 puts its partitions there only for the time of a step.
+    for flat in ds_optimizer.fp32_partitioned_groups_flat:
+        state = base.state[flat]
+        state["step"] = torch.tensor(float(step))
+        for key in ("exp_avg", "exp_avg_sq"):
+            state.setdefault(key, torch.zeros_like(flat))
 
 
 def _init_flat_states(ds_optimizer: Any, step: int) -> None:

@@ -131,6 +131,9 @@ class DurableCheckpointEngine:
         """Absolute path -> size of every file written since `reset()`."""
         self.error: str | None = None
         """The first write that failed since `reset()` (the save then never completes)."""
+        self.listed: set[str] | None = None
+        """While loading: the absolute paths the checkpoint's marker lists; DeepSpeed asking
+        for any other file is refused (a file dropped into the directory is never read)."""
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (create, commit, makedirs, is_decoupled, ...) stays DeepSpeed's.
@@ -148,6 +151,10 @@ class DurableCheckpointEngine:
             self.error = f"{path}: {e.strerror or e}"
 
     def load(self, path: str, map_location: Any = None) -> Any:
+        if self.listed is not None and os.path.abspath(path) not in self.listed:
+            raise CheckpointError(
+                f"{path}: not among the files the checkpoint's marker lists; refusing to read it"
+            )
         return load_torch_file(path, map_location or "cpu", self.allow_pickle)
 
 

@@ -7,7 +7,15 @@ Checkpoint files, as DeepSpeed writes them:
 * with ZeRO-1/2: `zero_pp_rank_<dp>_mp_rank_<mp>_optim_states.pt` hold the fp32 master
   weights and Adam moments as flat partitions, addressed by `param_slice_mappings`
   (name -> offset, numel in this data-parallel rank's partition); these are exact also
-  for bf16 runs, so the fp32 masters are preferred over the module copies when present.
+  for bf16 runs, so the fp32 masters are preferred over the module copies when present;
+* with ZeRO-3 the module files hold empty parameters: `zero_pp_rank_<r>_mp_rank_<mp>_
+  model_states.pt` give the parameter shapes in partition order (`param_shapes`), and each
+  of the R ranks of the partition group holds ceil(numel / R) elements of every parameter,
+  back to back, in its `fp32_flat_groups` (the Adam moments alike, per sub-group): the
+  layout DeepSpeed's `zero_to_fp32` reads, read here with the rest, as data only.
+
+Only the files the checkpoint's marker lists are opened (`listed_names`): a file dropped into
+a checkpoint directory afterwards is never read, whatever its name.
 
 `read_full_checkpoint` gives full float32 weights and Adam moments keyed by the plain model's
 names (sharded tensors concatenated along their split dimension, `tensor.merge_shards`): what
@@ -49,6 +57,16 @@ class FullCheckpoint:
 _MP_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 _LAYER_FILE = re.compile(r"^layer_(\d+)-model_(\d+)-model_states\.pt$")
 _OPTIM_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
+_Z3_STATES_FILE = re.compile(r"^zero_pp_rank_(\d+)_mp_rank_(\d+)_model_states\.pt$")
+
+
+def listed_names(ckpt: Path, info: dict) -> list[str]:
+    """The file names of checkpoint `ckpt` that its marker lists (every file of a checkpoint
+    written before markers listed them), sorted."""
+    files = info.get("files")
+    if isinstance(files, dict):
+        return sorted(files)
+    return sorted(p.name for p in ckpt.iterdir() if p.is_file())
 
 
 def _load(path: Path, allow_pickle: bool = False) -> Any:
@@ -56,11 +74,11 @@ def _load(path: Path, allow_pickle: bool = False) -> Any:
 
 
 def _module_shards(
-    ckpt: Path, pipeline: int, n_blocks: int, allow_pickle: bool = False
+    ckpt: Path, names: list[str], pipeline: int, n_blocks: int, allow_pickle: bool = False
 ) -> dict[str, dict[int, torch.Tensor]]:
     """Plain name -> {tp rank: tensor} from the module-state files."""
     shards: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
-    for f in sorted(ckpt.iterdir()):
+    for f in (ckpt / name for name in names):
         if pipeline > 1:
             m = _LAYER_FILE.match(f.name)
             if not m:
@@ -82,6 +100,7 @@ def _module_shards(
 
 def _optim_shards(
     ckpt: Path,
+    names: list[str],
     tensor: int,
     pipeline: int,
     n_blocks: int,
@@ -89,11 +108,7 @@ def _optim_shards(
     allow_pickle: bool = False,
 ) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], int]:
     """Plain name -> {tp rank: {fp32, exp_avg, exp_avg_sq}} from ZeRO-1/2 partitions, and the step."""
-    files: dict[int, dict[int, Path]] = defaultdict(dict)  # mp rank -> dp rank -> file
-    for f in ckpt.iterdir():
-        m = _OPTIM_FILE.match(f.name)
-        if m:
-            files[int(m.group(2))][int(m.group(1))] = f
+    files = _optim_files(ckpt, names)
     out: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(dict)
     step = 0
     for mp, by_dp in files.items():
@@ -121,39 +136,103 @@ def _optim_shards(
     return out, step
 
 
+def _optim_files(ckpt: Path, names: list[str]) -> dict[int, dict[int, Path]]:
+    """mp rank -> partition rank -> optimizer-state file."""
+    files: dict[int, dict[int, Path]] = defaultdict(dict)
+    for name in names:
+        m = _OPTIM_FILE.match(name)
+        if m:
+            files[int(m.group(2))][int(m.group(1))] = ckpt / name
+    return files
+
+
+def _zero3_shards(
+    ckpt: Path, names: list[str], tensor: int, n_blocks: int, allow_pickle: bool = False
+) -> tuple[dict[str, dict[int, dict[str, torch.Tensor]]], int, dict[str, str]]:
+    """Plain name -> {tp rank: {fp32, exp_avg, exp_avg_sq}} of a ZeRO-3 checkpoint, the Adam
+    step, and its tied names (name -> the name holding the tensor)."""
+    out: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(dict)
+    step, tied = 0, {}
+    for mp, by_rank in _optim_files(ckpt, names).items():
+        states_name = f"zero_pp_rank_0_mp_rank_{mp:02d}_model_states.pt"
+        if states_name not in names:
+            from mbtrain.errors import CheckpointError
+
+            raise CheckpointError(f"{ckpt / states_name}: missing (parameter shapes of ZeRO-3)")
+        states = _load(ckpt / states_name, allow_pickle)
+        shapes = {k: v for group in states["param_shapes"] for k, v in group.items()}
+        tied.update(states.get("shared_params") or {})
+        world = len(by_rank)
+        flats: dict[str, list[torch.Tensor]] = defaultdict(list)  # key -> per rank
+        for r in range(world):
+            osd = _load(by_rank[r], allow_pickle)["optimizer_state_dict"]
+            base = osd["optimizer_state_dict"]["state"]
+            flats["fp32"].append(torch.cat(list(osd["fp32_flat_groups"])))
+            for key in ("exp_avg", "exp_avg_sq"):
+                if all(key in base.get(g, {}) for g in range(len(osd["fp32_flat_groups"]))):
+                    flats[key].append(torch.cat([base[g][key] for g in sorted(base)]))
+            if base and "step" in base[min(base)]:
+                step = int(torch.as_tensor(base[min(base)]["step"]).item())
+        offset = 0
+        for name, shape in shapes.items():
+            numel = int(torch.Size(shape).numel())
+            part = -(-numel // world)  # every rank holds ceil(numel / R), the last padded
+            full = {
+                key: torch.cat([flat.narrow(0, offset, part) for flat in per_rank])
+                .narrow(0, 0, numel)
+                .float()
+                .view(shape)
+                for key, per_rank in flats.items()
+                if len(per_rank) == world
+            }
+            out[plain_param_name(name, False, n_blocks)][mp % tensor] = full
+            offset += part
+    tied = {
+        plain_param_name(a, False, n_blocks): plain_param_name(b, False, n_blocks)
+        for a, b in tied.items()
+    }
+    return out, step, tied
+
+
 def read_full_checkpoint(
     root: Path, tag: str, info: dict, model_cfg: ModelConfig, allow_pickle: bool = False
 ) -> FullCheckpoint:
-    """Weights (and, for ZeRO-0/1/2, Adam moments) of any layout's checkpoint, unsharded."""
-    from mbtrain.errors import CheckpointError
-
+    """Weights (and Adam moments, where the checkpoint holds them) of any layout's
+    checkpoint, unsharded. Opens only the files its marker lists."""
     ckpt = Path(root) / tag
     tensor, pipeline = int(info.get("tensor", 1)), int(info.get("pipeline", 1))
     zero = int(info.get("zero_stage", 0))
-    if zero == 3 and (tensor > 1 or pipeline > 1):
-        raise CheckpointError(
-            f"{ckpt}: merging ZeRO-3 checkpoints of tensor-parallel runs is not supported"
-        )
+    names = listed_names(ckpt, info)
     n_blocks = model_cfg.stage_blocks
-    module = _module_shards(ckpt, pipeline, n_blocks, allow_pickle)
-    states_files = sorted(p for p in ckpt.iterdir() if _MP_FILE.match(p.name))
-    states = _load(states_files[0], allow_pickle) if states_files else {}
+    module = _module_shards(ckpt, names, pipeline, n_blocks, allow_pickle)
+    states_names = [n for n in names if _MP_FILE.match(n) or _Z3_STATES_FILE.match(n)]
+    states = _load(ckpt / states_names[0], allow_pickle) if states_names else {}
     weights = {k: merge_shards(k, [v[r] for r in sorted(v)]) for k, v in module.items()}
     optim: dict[str, dict[str, torch.Tensor]] = {}
     step = 0
-    if zero in (1, 2):
-        shapes = {(k, r): t.shape for k, v in module.items() for r, t in v.items()}
-        parts, step = _optim_shards(ckpt, tensor, pipeline, n_blocks, shapes, allow_pickle)
+    if zero in (1, 2, 3):
+        if zero == 3:
+            parts, step, tied = _zero3_shards(ckpt, names, tensor, n_blocks, allow_pickle)
+        else:
+            shapes = {(k, r): t.shape for k, v in module.items() for r, t in v.items()}
+            parts, step = _optim_shards(
+                ckpt, names, tensor, pipeline, n_blocks, shapes, allow_pickle
+            )
+            tied = {}
         for k, by_tp in parts.items():
             ranks = sorted(by_tp)
             merged = {
                 key: merge_shards(k, [by_tp[r][key] for r in ranks]) for key in by_tp[ranks[0]]
             }
             weights[k] = merged.pop("fp32")  # the exact fp32 master
-            optim[k] = merged
+            if merged:
+                optim[k] = merged
+        for name, holder in tied.items():
+            if holder in weights:
+                weights[name] = weights[holder]
         _fill_tied(weights, optim)
     elif zero == 0:
-        optim, step = _zero0_optim(ckpt, tensor, pipeline, n_blocks, module, allow_pickle)
+        optim, step = _zero0_optim(ckpt, names, tensor, pipeline, n_blocks, module, allow_pickle)
     return FullCheckpoint(weights, optim, step, states)
 
 
@@ -165,13 +244,19 @@ def _fill_tied(weights: dict[str, torch.Tensor], optim: dict) -> None:
 
 
 def _zero0_optim(
-    ckpt: Path, tensor: int, pipeline: int, n_blocks: int, module: dict, allow_pickle: bool = False
+    ckpt: Path,
+    names: list[str],
+    tensor: int,
+    pipeline: int,
+    n_blocks: int,
+    module: dict,
+    allow_pickle: bool = False,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], int]:
     """Adam moments of a ZeRO-0 checkpoint: the torch optimizer's state, indexed by the
     parameter names `name_param_groups` stored in its param groups."""
     out: dict[str, dict[int, dict[str, torch.Tensor]]] = defaultdict(dict)
     step = 0
-    for f in ckpt.iterdir():
+    for f in (ckpt / name for name in names):
         m = _MP_FILE.match(f.name)
         if not m:
             continue

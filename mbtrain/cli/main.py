@@ -28,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
         "resume, evaluate, generate.",
     )
     parser.add_argument("--version", action="version", version=f"mbtrain {__version__}")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="every rank's lines (prefixed with the rank), debug lines, and the start-up "
+        "messages of DeepSpeed and torch",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module, func in COMMANDS:
         try:
@@ -37,14 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command whose module is not part of this installation
             raise
         getattr(mod, func)(sub)
+    # The same flags after the command (`mbtrain train --verbose ...`); SUPPRESS keeps a flag
+    # given before the command when it is not repeated after it.
+    for command in sub.choices.values():
+        command.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="every rank's lines, debug lines, DeepSpeed's and torch's",
+        )
+        command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                             help="warnings and errors only")  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mbtrain.cli.logs import setup_logging
     from mbtrain.errors import MbtrainError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

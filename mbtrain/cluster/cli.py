@@ -10,8 +10,16 @@ import argparse
 import json
 from pathlib import Path
 
-from mbtrain.cluster.status import cancel, format_status, list_runs, run_status
-from mbtrain.cluster.submit import submit
+from mbtrain.cluster.status import (
+    SlurmUnavailable,
+    active_jobs,
+    cancel,
+    format_status,
+    list_runs,
+    run_status,
+)
+from mbtrain.cluster.submit import SubmitError, require_sbatch, submit
+from mbtrain.train.lock import run_dir_in_use
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -23,6 +31,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     run_dir = Path(cfg.run.dir).absolute()
     # The same layout check as `train --dry-run`, for the job's world: before any allocation.
     check_layout(cfg, cfg.cluster.world_size)
+    # Everything that can refuse runs before the first write into the run directory.
+    if not args.dry_run:
+        require_sbatch()
     if not args.force:
         _refuse_if_busy(run_dir)
     if args.dry_run:
@@ -39,12 +50,18 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 def _refuse_if_busy(run_dir: Path) -> None:
     """A job of this run still queued or running, or a trainer holding the run directory,
-    would have its code/ and config.yaml replaced under it: refuse (``--force`` overrides)."""
-    from mbtrain.cluster.status import active_jobs
-    from mbtrain.cluster.submit import SubmitError
-    from mbtrain.train.lock import run_dir_in_use
+    would have its code/ and config.yaml replaced under it: refuse (``--force`` overrides).
 
-    jobs = active_jobs(run_dir)
+    Fails closed: when Slurm cannot say whether a recorded job is over, a second job could
+    start on the same run directory, so that is a refusal too."""
+    try:
+        jobs = active_jobs(run_dir)
+    except SlurmUnavailable as e:
+        raise SubmitError(
+            f"{run_dir}: cannot ask Slurm whether a job of this run is still queued or "
+            f"running ({e}); fix Slurm access (PATH, SLURM_CONF, a login node) or, if no "
+            "job of this run can be in Slurm, pass --force"
+        ) from None
     if jobs:
         listed = ", ".join(f"{j} ({state})" for j, state in jobs)
         raise SubmitError(

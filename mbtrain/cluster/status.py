@@ -22,6 +22,13 @@ from mbtrain.cluster.submit import read_jobs
 from mbtrain.errors import MbtrainError
 
 _TAIL_BYTES = 1 << 18  # metrics lines are short: the last 256 KiB hold the latest ones
+SCONTROL_TIMEOUT_S = 30.0
+"""How long scontrol may take to answer; a busy controller answers in seconds."""
+_UNKNOWN_JOB = "Invalid job id specified"  # scontrol's answer for a job it does not know
+
+
+class SlurmUnavailable(MbtrainError):
+    """Slurm could not be asked: scontrol missing, failing or not answering."""
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess | None:
@@ -38,13 +45,44 @@ def parse_scontrol_record(line: str) -> dict[str, str]:
     return dict(re.findall(r"(?:^|\s)([A-Za-z][\w:/]*)=(\S*)", line))
 
 
-def slurm_job(job_id: str) -> dict[str, str] | None:
-    """Slurm's record of `job_id` (first record for arrays), or None if Slurm does not know it."""
-    proc = _run(["scontrol", "show", "job", "-o", str(job_id)])
-    if proc is None or proc.returncode != 0:
-        return None
+def query_job(job_id: str) -> dict[str, str] | None:
+    """Slurm's record of `job_id` (first record for arrays), or None when Slurm answers that it
+    does not know it (ended and forgotten, or never there).
+
+    Anything else raises SlurmUnavailable: a missing scontrol, an unreachable controller or a
+    timeout says nothing about the job, and callers that act on "no job" must not guess.
+    """
+    argv = ["scontrol", "show", "job", "-o", str(job_id)]
+    if not shutil.which(argv[0]):
+        raise SlurmUnavailable("scontrol not found on PATH")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SlurmUnavailable(
+            f"`{' '.join(argv)}` did not answer within {SCONTROL_TIMEOUT_S:g} s"
+        ) from None
+    except OSError as e:
+        raise SlurmUnavailable(f"`{' '.join(argv)}` could not run: {e}") from None
+    if proc.returncode != 0:
+        if _UNKNOWN_JOB in proc.stderr:
+            return None
+        said = " ".join((proc.stderr or proc.stdout).split())[:300]
+        raise SlurmUnavailable(
+            f"`{' '.join(argv)}` failed (exit status {proc.returncode}){f': {said}' if said else ''}"
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    return parse_scontrol_record(lines[0]) if lines else None
+    if not lines:
+        raise SlurmUnavailable(f"`{' '.join(argv)}` succeeded but printed no record")
+    return parse_scontrol_record(lines[0])
+
+
+def slurm_job(job_id: str) -> dict[str, str] | None:
+    """Slurm's record of `job_id`, or None if Slurm does not know it or cannot be asked (for
+    display, where the run directory answers instead; `query_job` tells the two apart)."""
+    try:
+        return query_job(job_id)
+    except SlurmUnavailable:
+        return None
 
 
 def _tail_jsonl(path: Path) -> list[dict]:
@@ -214,7 +252,8 @@ def cancel(run_dir: str | Path) -> list[str]:
     ids = list(dict.fromkeys(str(j["job_id"]) for j in read_jobs(run_dir)))
     if not ids:
         raise MbtrainError(f"{run_dir}: no job recorded in slurm/jobs.jsonl")
-    live = [i for i in ids if (rec := slurm_job(i)) and not _finished(rec.get("JobState"))]
+    # query_job, not slurm_job: a Slurm that cannot be asked is an error, not "nothing to cancel".
+    live = [i for i in ids if (rec := query_job(i)) and not _finished(rec.get("JobState"))]
     if not live:
         return []
     proc = _run(["scancel", *live])
@@ -227,12 +266,15 @@ def cancel(run_dir: str | Path) -> list[str]:
 
 def active_jobs(run_dir: str | Path) -> list[tuple[str, str]]:
     """(job id, Slurm state) of the run's training jobs that Slurm still has pending, running
-    or requeued (anything not finished); jobs Slurm no longer knows are over."""
+    or requeued (anything not finished); jobs Slurm no longer knows are over.
+
+    Raises SlurmUnavailable when Slurm cannot be asked about a recorded job; a run with no
+    recorded job asks nothing (a first submit, or a dry run away from the cluster)."""
     out = []
     for job_id in dict.fromkeys(
         str(j["job_id"]) for j in read_jobs(run_dir) if j.get("kind", "train") == "train"
     ):
-        rec = slurm_job(job_id)
+        rec = query_job(job_id)
         if rec and not _finished(rec.get("JobState")):
             out.append((job_id, rec.get("JobState") or "?"))
     return out

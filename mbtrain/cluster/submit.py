@@ -62,19 +62,27 @@ def snapshot_code(run_dir: str | Path) -> Path:
     return code
 
 
-def _sbatch(script: Path, args: Sequence[str] = (), cwd: Path | None = None) -> str:
-    """Run `sbatch --parsable ARGS SCRIPT`; return the job id."""
+def require_sbatch() -> None:
+    """Raise SubmitError unless sbatch is on PATH: called before anything is written into
+    the run directory, so a submit that cannot happen leaves no config, code or script."""
     if not shutil.which("sbatch"):
         raise SubmitError(
-            "sbatch not found: run on a Slurm login node (or start cluster/slurm_up.sh)"
+            "sbatch not found on PATH: run on a Slurm login node (or start "
+            "cluster/slurm_up.sh); nothing was written"
         )
-    proc = subprocess.run(
-        ["sbatch", "--parsable", *args, str(script)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-    )
+
+
+def _sbatch(script: Path, args: Sequence[str] = (), cwd: Path | None = None) -> str:
+    """Run `sbatch --parsable ARGS SCRIPT`; return the job id."""
+    require_sbatch()
+    argv = ["sbatch", "--parsable", *args, str(script)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise SubmitError(
+            f"sbatch did not answer within 60 s for {script}: the job may or may not be "
+            "queued; look with squeue before submitting again"
+        ) from None
     if proc.returncode != 0:
         msg = (proc.stderr or proc.stdout).strip().replace("\n", " ")
         raise SubmitError(f"sbatch refused {script}: {msg}")
@@ -143,6 +151,7 @@ def submit(
     )
     if dry_run:
         return script
+    require_sbatch()
     (run_dir / "slurm").mkdir(parents=True, exist_ok=True)
     snapshot_code(run_dir)
     path = run_dir / "slurm" / "train.sbatch"
@@ -196,6 +205,7 @@ def submit_prepare_array(
     )
     if dry_run:
         return array_script, merge_script
+    require_sbatch()
     log_dir.mkdir(parents=True, exist_ok=True)
     snapshot_code(run_dir)
     array_path = log_dir / "prepare.sbatch"

@@ -35,8 +35,8 @@ def _merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, str]]:
         origins.update(layer.origins)
     try:
         merged = OmegaConf.merge(*(OmegaConf.create(layer.values) for layer in layers))
-        raw = OmegaConf.to_container(merged, resolve=False)
-        leaked = env_fed_keys(raw, free_text_keys(RunConfig))
+        # Before anything is resolved for real: no secret is read until this passes.
+        leaked = env_fed_keys(merged, free_text_keys(RunConfig))
         if leaked:
             raise _problems(
                 "invalid config",

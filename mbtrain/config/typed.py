@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Union
@@ -132,6 +133,13 @@ class _Converter:
             return self._type_error(tp, value, key)
         if tp is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    # No setting means "infinitely many" or "not a number": inf and nan only
+                    # ever arrive by accident (a typo, an overflowed sweep) and train wrong.
+                    self.errors.append(
+                        f"{key}: must be a finite number, got {value!r}{self.where(key)}"
+                    )
+                    return None
                 return float(value)
             return self._type_error(tp, value, key)
         if tp is str:

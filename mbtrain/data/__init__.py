@@ -35,14 +35,14 @@ def build_loader(
 
 def iter_documents(path: str):
     """See `mbtrain.data.loader.iter_documents`."""
-    from mbtrain.data.loader import iter_documents as _it
+    from mbtrain.data.documents import iter_documents as _it
 
     return _it(path)
 
 
 def iter_val_bytes(path: str, max_bytes: int | None = None) -> bytes:
     """See `mbtrain.data.loader.iter_val_bytes`."""
-    from mbtrain.data.loader import iter_val_bytes as _it
+    from mbtrain.data.documents import iter_val_bytes as _it
 
     return _it(path, max_bytes)
 

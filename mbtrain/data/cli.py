@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import sysconfig
 
@@ -75,18 +76,17 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_corpus(path: str) -> dict:
     """Read a corpus YAML; in inputs `{stdlib}` expands to this Python's standard library and
-    `{corpora}` to $MBTRAIN_CORPORA (default data/corpora, where fetch_corpora.py writes)."""
-    import yaml
-
-    try:
-        with open(path) as f:
-            obj = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise ConfigError(f"--corpus {path}: {e.strerror}") from None
+    `{corpora}` to $MBTRAIN_CORPORA (default data/corpora, where fetch_corpora.py writes).
+    Every problem of the file is a one-line ConfigError naming it (and the line, where YAML
+    knows it); YAML tags that build Python objects are refused: a corpus file is data."""
+    obj = _read_yaml(path)
     known = set(PrepareConfig.__dataclass_fields__)
     unknown = sorted(set(obj) - known - {"name", "description"})
     if unknown:
         raise ConfigError(f"{path}: unknown keys {unknown}; valid: {sorted(known)}")
+    problems = _type_problems(obj)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     subs = {
         "stdlib": sysconfig.get_paths()["stdlib"],
         # Where data_prep/corpora/fetch_corpora.py puts the benchmark corpora.
@@ -96,6 +96,69 @@ def load_corpus(path: str) -> dict:
     obj.pop("name", None)
     obj.pop("description", None)
     return obj
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"--corpus {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--corpus {path}: not UTF-8 text") from None
+    except yaml.constructor.ConstructorError as e:  # e.g. `!!python/object/apply:os.system`
+        tag = re.search(r"tag '([^']*)'", str(e.problem))
+        what = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "this tag"
+        raise ConfigError(
+            f"{_where(path, e)}: {what} is not allowed; a corpus file holds plain data only "
+            "(strings, numbers, booleans, lists, mappings)"
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"{_where(path, e)}: not valid YAML ({getattr(e, 'problem', e)})"
+        ) from None
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ConfigError(
+            f"{path}: a corpus file is a mapping of prepare settings (inputs, out, seq_len, ...), "
+            f"not a {type(obj).__name__}"
+        )
+    return obj
+
+
+def _where(path: str, e) -> str:
+    mark = getattr(e, "problem_mark", None)
+    return f"{path}:{mark.line + 1}" if mark is not None else path
+
+
+def _type_problems(obj: dict) -> list[str]:
+    """Values of the wrong type, judged by the type of PrepareConfig's defaults (all plain:
+    str, int, float, bool, list of str; `local_dir` may be None)."""
+    defaults = PrepareConfig()
+    problems = []
+    for key, value in obj.items():
+        if key in ("name", "description"):
+            continue
+        default = getattr(defaults, key)
+        if isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+            want = "a list of strings"
+        elif isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            want = "a number"
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            want = "an integer"
+        else:  # str, or None for an optional path
+            ok, want = isinstance(value, str) or value is default is None, "a string"
+        if not ok:
+            problems.append(f"{key}: {want}, got {value!r}")
+    return problems
 
 
 def config_from_args(args: argparse.Namespace) -> PrepareConfig:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 UTF8_POLICIES = ("fail", "skip", "replace")
 FORMATS = ("auto", "raw", "jsonl", "parquet", "arrow")
+ON_CHANGE = ("refuse", "restart")
 
 
 @dataclass
@@ -121,6 +122,11 @@ class DataConfig:
     """Streaming shuffle algorithm (`py1e`, `py1br`, `py1s`, `py2s`, `naive`)."""
     prefetch_factor: int = 2
     """Batches prefetched per DataLoader worker."""
+    on_change: str = "refuse"
+    """On resume, when the training data differs from the checkpoint's (another dataset, one
+    prepared again from other inputs, other mix settings): `refuse` (the saved position
+    belongs to other data), or `restart` (keep weights and optimizer, read this data from its
+    beginning). Checked against the data identity each checkpoint records."""
 
     def validate(self) -> list[str]:
         """Return every problem with this config, one message per problem."""
@@ -149,6 +155,8 @@ class DataConfig:
             )
         if self.prefetch_factor < 1:
             errs.append(f"data.prefetch_factor: must be >= 1, got {self.prefetch_factor}")
+        if self.on_change not in ON_CHANGE:
+            errs.append(f"data.on_change: one of {', '.join(ON_CHANGE)}; got {self.on_change!r}")
         return errs
 
 

@@ -12,18 +12,35 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import uuid
 
 from mbtrain.data import storage
-from mbtrain.data.preparation import SPLITS, PrepareResult, add_stats, empty_stats, part_name
+from mbtrain.data.preparation import (
+    SPLITS,
+    PrepareResult,
+    add_stats,
+    empty_stats,
+    output_error,
+    part_name,
+)
 from mbtrain.errors import DataError
 
 FORMAT = "mbtrain.bytes/1"
 
 
 def merge(out: str) -> PrepareResult:
-    """Merge all parts of `out` (local or remote); DataError if any part is unfinished."""
+    """Merge all parts of `out` (local or remote); DataError if any part is unfinished, or if
+    a file cannot be written (the dataset is then not published)."""
+    try:
+        return _merge(out)
+    except OSError as e:
+        error = output_error(e, out)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _merge(out: str) -> PrepareResult:
     layout = storage.read_json(storage.join(out, "layout.json"))
     if layout is None:
         raise DataError(f"{out}: no layout.json; this is not the output of `mbtrain prepare`")
@@ -33,7 +50,9 @@ def merge(out: str) -> PrepareResult:
     missing = []
     for k, name in enumerate(names):
         part = storage.read_json(storage.join(out, "parts", name + ".json"))
-        if part is None:
+        # A marker of another fingerprint is a leftover of an unpublished earlier config whose
+        # layout was replaced (remote outputs keep such objects until the part is rewritten).
+        if part is None or part.get("fingerprint") != layout["fingerprint"]:
             missing.append(k)
             continue
         add_stats(stats, part)
@@ -111,10 +130,8 @@ def _merge_local(split_dir: str, names: list[str]) -> None:
                 if shard.get(key):
                     shard[key]["basename"] = f"{name}/{shard[key]['basename']}"
             shards.append(shard)
-    fd, tmp = tempfile.mkstemp(dir=split_dir, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"version": 2, "shards": shards}, f)
-    os.replace(tmp, os.path.join(split_dir, "index.json"))
+    merged = json.dumps({"version": 2, "shards": shards}).encode()
+    storage.write_local_atomic(os.path.join(split_dir, "index.json"), merged)
 
 
 def _merge_remote(out: str, names: list[str]) -> None:

@@ -5,12 +5,17 @@ Shards go through `MDSWriter`; the few JSON files of ours (part markers, `stats.
 scheme streaming supports (s3, gs, oci, ...) works here too, with the same credentials and
 `S3_ENDPOINT_URL`. Local writes are atomic (temp file + rename) because the presence of these
 files is what marks work as finished.
+
+Every local file is created with the mode a plain `open()` gives it (0666 less the umask):
+`tempfile.mkstemp` would make it 0600, and a dataset prepared for a cluster must be readable by
+the other users of that cluster.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 import urllib.parse
 from typing import Any
@@ -28,15 +33,41 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def with_file_name(e: OSError, path: str) -> OSError:
+    """`e` naming `path` when it names no file: a failed `write()` (ENOSPC, EFBIG) names none,
+    and "No space left on device" without the file leaves the user guessing which disk."""
+    if e.filename is None:
+        e.filename = path
+    return e
+
+
+def write_local_atomic(path: str, data: bytes) -> None:
+    """Replace the local file `path` by `data` in one rename, creating its directory.
+
+    The temp file is opened with mode 0666 so that the umask alone decides its mode, as for
+    any other file (mkstemp's 0600 would survive the rename). Errors name `path`; the temp
+    file is removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(
+        folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    )
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise with_file_name(e, path) from None
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write `obj` as JSON to a local path (atomically) or upload it to a URL."""
     data = json.dumps(obj, indent=1, sort_keys=True)
     if not is_remote(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_local_atomic(path, data.encode())
         return
     from streaming.base.storage.upload import CloudUploader
 

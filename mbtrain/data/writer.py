@@ -387,8 +387,12 @@ class FastMDSWriter:
             body = self._compressed_body(rows)
             data, name = _frame_with_prefix(header, body, body_size), raw_name + ".zstd"
             zip_info = self._info(data, name)
-        with open(os.path.join(self.out, name), "wb") as f:
-            f.writelines(data)
+        path = os.path.join(self.out, name)
+        try:
+            with open(path, "wb") as f:
+                f.writelines(data)
+        except OSError as e:
+            raise storage.with_file_name(e, path) from None
         return {"samples": n, "raw_data": raw_info, "zip_data": zip_info, **self.config}
 
     def _info(self, buffers: list, basename: str) -> dict:
@@ -412,8 +416,12 @@ class FastMDSWriter:
             self._flush()
         self.close()
         self._raise()
-        with open(os.path.join(self.out, "index.json"), "w") as f:
-            json.dump({"version": 2, "shards": self.shards}, f, sort_keys=True)
+        path = os.path.join(self.out, "index.json")
+        try:
+            with open(path, "w") as f:
+                json.dump({"version": 2, "shards": self.shards}, f, sort_keys=True)
+        except OSError as e:
+            raise storage.with_file_name(e, path) from None
 
 
 def usable_cpus() -> int:
@@ -472,10 +480,16 @@ class PartWriter:
         else:
             from mbtrain.data.windows import make_sample
 
-            self.writer.write(make_sample(b"".join(chunks), pieces))
+            try:
+                self.writer.write(make_sample(b"".join(chunks), pieces))
+            except OSError as e:
+                raise storage.with_file_name(e, self.tmp or self.final) from None
 
     def finish(self) -> None:
-        (self.fast or self.writer).finish()
+        try:
+            (self.fast or self.writer).finish()
+        except OSError as e:  # streaming's MDSWriter names no file: the part does
+            raise storage.with_file_name(e, self.tmp or self.final) from None
         if self.tmp is not None:
             os.replace(self.tmp, self.final)
             self.tmp = None

@@ -59,6 +59,47 @@ def default_modes(lengths: list[int], context: int) -> tuple[str, ...]:
     return LONG_MODES if any(n > context for n in lengths) else SHORT_MODES
 
 
+MODES = ("basic", "sliding", "strided")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_eval_args(
+    model,
+    modes: tuple[str, ...] | None = None,
+    context: int | None = None,
+    stride: int | None = None,
+    batch_size: int = 8,
+    max_bytes: int | None = None,
+) -> None:
+    """ValueError naming the first argument of `evaluate_model` out of its range.
+
+    Checked before any document is read or scored, so a bad value costs nothing; `context`
+    is bounded by model.seq_len only where the model has learned positions (rope has none)."""
+    if modes is not None:
+        if not modes:
+            raise ValueError(f"modes: give at least one of {', '.join(MODES)} (or None)")
+        for mode in modes:
+            if mode not in MODES:
+                raise ValueError(f"modes: each must be one of {', '.join(MODES)}, got {mode!r}")
+    cfg = model.cfg
+    limit = cfg.seq_len if cfg.pos == "learned" else None
+    if context is not None and (
+        not _is_int(context) or context < 1 or (limit is not None and context > limit)
+    ):
+        valid = f"in [1, model.seq_len ({limit})]" if limit is not None else ">= 1"
+        raise ValueError(f"context: must be an integer {valid}, got {context!r}")
+    window = context if context is not None else cfg.seq_len
+    if stride is not None and (not _is_int(stride) or not 1 <= stride <= window):
+        raise ValueError(f"stride: must be an integer in [1, context ({window})], got {stride!r}")
+    if not _is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"batch_size: must be an integer >= 1, got {batch_size!r}")
+    if max_bytes is not None and (not _is_int(max_bytes) or max_bytes < 1):
+        raise ValueError(f"max_bytes: must be an integer >= 1 (or None: all), got {max_bytes!r}")
+
+
 def evaluate_model(
     model,
     paths: list[str],
@@ -71,9 +112,11 @@ def evaluate_model(
 ) -> dict:
     """{modes: {mode: bpb} (the first is the headline), compressors: {name: bpb} on all the
     documents as one stream, compressors_per_document: each document compressed alone (as the
-    model scores it), bytes, documents}. `modes` None: `default_modes`."""
+    model scores it), bytes, documents}. `modes` None: `default_modes`. Arguments out of
+    range: ValueError (`check_eval_args`)."""
     from mbtrain.model import score_bytes
 
+    check_eval_args(model, modes, context, stride, batch_size, max_bytes)
     docs, total = [], 0
     for name, data in iter_eval_documents(paths):
         if max_bytes is not None and total + len(data) > max_bytes:
@@ -85,7 +128,7 @@ def evaluate_model(
             break
     if not total:
         raise DataError(f"{', '.join(paths)}: no bytes to evaluate on (empty files or split)")
-    context = context or model.cfg.seq_len
+    context = model.cfg.seq_len if context is None else context
     modes = modes or default_modes([len(d) for _, d in docs], context)
     results = {}
     bar = tqdm(

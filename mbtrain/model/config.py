@@ -195,6 +195,31 @@ class ModelConfig:
             heads("heads", self.dim, "model.dim")
         return errs
 
+    def architecture(self) -> dict[str, Any]:
+        """The keys that decide the weights' shapes and what they compute: a checkpoint of
+        another architecture cannot continue as this one. Dropout, chunking, checkpointing,
+        document masking, init and rope's base may change between runs of one model."""
+        keys = ["arch", "mlp_ratio", "norm", "activation", "pos", "tie_local_embedding"]
+        if self.arch == "megabyte":
+            keys += ["patch_size", "global_dim", "global_layers", "global_heads"]
+            keys += ["local_dim", "local_layers", "local_heads", "local_context"]
+        else:
+            keys += ["dim", "layers", "heads"]
+        if self.pos == "learned":
+            keys.append("seq_len")  # the size of the position table
+        return {k: getattr(self, k) for k in keys}
+
+    def architecture_changes(self, saved: dict[str, Any]) -> list[str]:
+        """`model.key: saved -> now` for each architecture key that differs from `saved` (a
+        checkpoint's `model` section); keys the saved config lacks count as their defaults."""
+        defaults = ModelConfig()
+        out = []
+        for key, now in self.architecture().items():
+            then = saved.get(key, getattr(defaults, key))
+            if then != now:
+                out.append(f"model.{key}: {then!r} -> {now!r}")
+        return out
+
     @classmethod
     def field_names(cls) -> list[str]:
         """Names of all fields, for strict config loading."""

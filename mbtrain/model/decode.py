@@ -18,6 +18,7 @@ length is not promised).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -179,6 +180,25 @@ def sample_next(
     return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
 
 
+def check_sampling(
+    max_bytes: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    """ValueError naming the first sampling argument of `generate` out of its range."""
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+        raise ValueError(f"max_bytes: must be an integer >= 0, got {max_bytes!r}")
+    # NaN passes no comparison, so each range is written as what must hold.
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)) or not (
+        temperature >= 0
+    ):
+        raise ValueError(
+            f"temperature: must be a finite number >= 0 (0: greedy), got {temperature!r}"
+        )
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k: must be an integer >= 1 (or None: no limit), got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p: must be a number in (0, 1] (or None: no limit), got {top_p!r}")
+
+
 def generate(
     model: nn.Module,
     prompt: bytes | Sequence[int] | Tensor = b"",
@@ -193,8 +213,10 @@ def generate(
 
     Stops after `max_bytes`, when the context is full (`pos: learned`), or when the output
     ends with a stop sequence; the stop sequence itself is not yielded (bytes that could
-    start one are held back until they cannot).
+    start one are held back until they cannot). Arguments out of range raise ValueError
+    here, at the call (`check_sampling`).
     """
+    check_sampling(max_bytes, temperature, top_k, top_p)
     device = next(model.parameters()).device
     x = _as_bytes(prompt, device)
     if x.shape[0] != 1:

@@ -172,12 +172,12 @@ class MegaByte(StagedModel):
         Paper section 2.3.2 (cross-patch attention): the local model also sees the last bytes
         of the previous patch. They are read from the bytes themselves, so patches stay
         independent (no state flows between them). The first patch of the sequence takes
-        `before` (the bytes before x, e.g. the previous context rank's) or the local pad;
-        with `segments`, a patch that starts a document takes the pad too."""
+        `before` (the embedded bytes before x (B, r, D_L), e.g. the previous context rank's)
+        or the local pad; with `segments`, a patch that starts a document takes the pad too."""
         b, _, p, d = e.shape
         r = self.cfg.local_context
         pad = self.local_pad.expand(b, 1, r, d)
-        first = pad if before is None else self.local_embed(before[:, -r:])[:, None]
+        first = pad if before is None else before[:, None]
         ctx = torch.cat([first, e[:, :-1, p - r :]], dim=1)  # (B, K, r, D_L)
         if segments is not None:
             seg = patch_segments(segments, p)  # (B, K)
@@ -202,13 +202,21 @@ class MegaByte(StagedModel):
         `model.local_context`), then per byte the projected global slice + the previous byte's
         embedding (the local pad at the patch's first byte)."""
         b, t = x.shape
-        p = self.patch_size
+        p, r = self.patch_size, self.cfg.local_context
         g = self.global_to_local_slices(h_global)  # (B, K, P, D_L)
         k = g.shape[1]
-        e = F.pad(self.local_embed(x), (0, 0, 0, k * p - t)).reshape(b, k, p, -1)  # (B, K, P, D_L)
+        if r and before is not None:
+            # The bytes before x go through the same embedding call as x: one call per
+            # forward on every context rank (ZeRO-3 gathers a module's weights per call, and
+            # the ranks' gathers must match).
+            both = self.local_embed(torch.cat([before[:, -r:], x], dim=1))  # (B, r+T, D_L)
+            before_e, x_e = both[:, :r], both[:, r:]
+        else:
+            before_e, x_e = None, self.local_embed(x)
+        e = F.pad(x_e, (0, 0, 0, k * p - t)).reshape(b, k, p, -1)  # (B, K, P, D_L)
         inputs = g + shift_right(e, self.local_pad)  # (B, K, P, D_L)
-        if self.cfg.local_context:
-            ctx = self.local_context(e, segments, before, before_segment)
+        if r:
+            ctx = self.local_context(e, segments, before_e, before_segment)
             inputs = torch.cat([ctx, inputs], dim=2)  # (B, K, r+P, D_L)
         return self.dropout(inputs).reshape(b * k, inputs.shape[2], -1)
 

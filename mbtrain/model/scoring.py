@@ -89,8 +89,12 @@ def score_bytes(
     """
     if mode not in ("basic", "sliding", "strided"):
         raise ValueError(f"mode must be basic, sliding or strided, got {mode!r}")
-    if stride is None:
-        stride = context // 2 if mode == "sliding" else context
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1:
+        raise ValueError(f"context must be an integer >= 1, got {context!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if stride is None:  # at least 1: a context of 1 byte slides by 1
+        stride = max(context // 2, 1) if mode == "sliding" else context
     if not 0 < stride <= context:
         raise ValueError(f"stride must be in [1, context ({context})], got {stride}")
     device = next(model.parameters()).device

@@ -45,6 +45,26 @@ def measure_matmul_flops(n: int = 2048, seconds: float = 1.0, dtype=torch.float3
     return 2 * n**3 / best
 
 
+def measure_sustained_matmul_flops(
+    n: int = 2048, seconds: float = 3.0, dtype=torch.float32
+) -> float:
+    """FLOP/s of n x n matmuls run back to back for `seconds`: the rate a loop of large
+    matmuls keeps up, not the best single call.
+
+    On a shared or power-limited CPU it sits well below `measure_matmul_flops` (117-144
+    against 150-203 GFLOP/s on the benchmark machine), and a training loop, which never
+    pauses between matmuls, can at best reach it.
+    """
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)  # warm-up
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        calls += 1
+    return 2 * n**3 * calls / (time.perf_counter() - start)
+
+
 def _cache_file() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(root) / "mbtrain" / "cpu_peak.json"

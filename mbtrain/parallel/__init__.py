@@ -70,7 +70,8 @@ def apply_parallelism(
         from mbtrain.parallel.context import apply_context_parallel
 
         ctx = groups.group("context")
-        return apply_context_parallel(module, ctx.group, ctx.rank, ctx.size), groups
+        module = apply_context_parallel(module, ctx.group, ctx.rank, ctx.size, layout.zero_stage)
+        return module, groups
     if not layout.pipeline_enabled:
         return module, groups
     from mbtrain.parallel.pipeline import build_pipeline_module

@@ -23,6 +23,17 @@ baseline) is split into C contiguous spans of K/C positions; context rank r hold
    the context axis by DeepSpeed (its sequence-data-parallel group, data x context, averaged
    over the data axis only), are the C=1 gradients.
 
+Dropout: every span draws its own masks (`rng.rank_stream`, one default-stream draw shared
+by the context group, forked by context rank); with one seed everywhere, position i and
+position i + K/C of every sequence would be dropped together.
+
+ZeRO-3: DeepSpeed partitions parameters over the mpu's data group only, so a context rank's
+parameters were reduced with nobody (each rank trained its own copy). `partition_zero3`
+partitions them over data x context, the ranks that hold the same weights. ZeRO-3's
+reduce-scatter then *averages* over that whole group, where the context partials must be
+*summed* (ZeRO 0-2 divide by the data size only); the loss's backward multiplies by C to make
+up for it (`grad_scale`).
+
 Decoding (KV caches) and any call without the span context run the plain core on one rank.
 A pipeline with context parallelism is refused at config time (DeepSpeed's pipeline engine
 passes one tensor between stages and has no sequence-parallel support).
@@ -36,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from mbtrain.model.layers import AttentionContext
+from mbtrain.parallel.rng import CONTEXT_SALT, rank_stream
 from mbtrain.parallel.tensor import _ReduceFromRegion
 
 
@@ -63,13 +75,32 @@ class UlyssesCore(nn.Module):
         return self.exchange(q, k, v, 0, None, cache=None, ctx=ctx)
 
 
-class ContextParallelLoss(nn.Module):
-    """The loss module under context parallelism (parameter names as LossModule's: `model.*`)."""
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient times `scale` backward."""
 
-    def __init__(self, model: nn.Module, group: Any, rank: int, size: int) -> None:
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.scale, None
+
+
+class ContextParallelLoss(nn.Module):
+    """The loss module under context parallelism (parameter names as LossModule's: `model.*`).
+
+    `grad_scale`: what the partial loss's gradient is multiplied by (C under ZeRO-3, whose
+    reduction averages over the context axis too; 1 otherwise)."""
+
+    def __init__(
+        self, model: nn.Module, group: Any, rank: int, size: int, grad_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.model = model
         self.group, self.rank, self.size = group, rank, size
+        self.grad_scale = grad_scale
 
     def span(self, t: int) -> tuple[int, int]:
         """[start, stop) of this rank's global positions in a sequence of t bytes."""
@@ -80,6 +111,17 @@ class ContextParallelLoss(nn.Module):
     def forward(
         self, x: Tensor, mask: Tensor | None = None, segments: Tensor | None = None
     ) -> Tensor:
+        if self.training and self.model.cfg.dropout > 0:
+            with rank_stream(self.rank, CONTEXT_SALT):
+                partial = self._partial(x, mask, segments)
+        else:
+            partial = self._partial(x, mask, segments)
+        if self.grad_scale != 1.0:
+            partial = _ScaleGrad.apply(partial, self.grad_scale)
+        return _ReduceFromRegion.apply(partial, self.group)
+
+    def _partial(self, x: Tensor, mask: Tensor | None, segments: Tensor | None) -> Tensor:
+        """This span's share of the sequence's loss (its NLL over the whole byte count)."""
         model, stride = self.model, self.model.global_stride
         start, stop = self.span(x.shape[1])
         h = model.embed_global_span(x, start, stop, segments)  # (B, K/C, W)
@@ -97,15 +139,36 @@ class ContextParallelLoss(nn.Module):
         before_seg = segments[:, lo - 1] if lo and segments is not None else None
         nll = model.local_nll_sum(h, x_span, mask_span, seg_span, before, before_seg)
         count = mask.sum() if mask is not None else torch.tensor(x.numel(), device=x.device)
-        partial = nll / count.clamp(min=1).to(nll.dtype)
-        return _ReduceFromRegion.apply(partial, self.group)
+        return nll / count.clamp(min=1).to(nll.dtype)
 
 
-def apply_context_parallel(module: nn.Module, group: Any, rank: int, size: int) -> nn.Module:
+def apply_context_parallel(
+    module: nn.Module, group: Any, rank: int, size: int, zero_stage: int = 0
+) -> nn.Module:
     """Wrap the global attention cores and replace the loss module (returns the new module).
 
     `module` is the LossModule around the (possibly tensor-sharded) model."""
     model = module.model
     for block in model.global_model.blocks:
         block.attn.core = UlyssesCore(block.attn.core, group)
-    return ContextParallelLoss(model, group, rank, size)
+    return ContextParallelLoss(
+        model, group, rank, size, grad_scale=size if zero_stage == 3 else 1.0
+    )
+
+
+def partition_zero3(module: nn.Module, groups: Any, ds_config: dict) -> None:
+    """Partition `module`'s parameters for ZeRO-3 over `replica_group` (data x context) before
+    `deepspeed.initialize`, which would otherwise partition them over the data group only and
+    never reduce their gradients over the context axis. The engine then finds them already
+    partitioned and keeps that group (its optimizer reduces over each parameter's own group)."""
+    import deepspeed
+
+    if ds_config.get("bf16", {}).get("enabled"):
+        # The engine casts a module to bf16 only when it partitions it itself.
+        module.bfloat16()
+    deepspeed.zero.Init(
+        module=module,
+        data_parallel_group=groups.replica_group,
+        config_dict_or_path=ds_config,
+        mpu=groups.deepspeed_mpu(),  # batch arithmetic over the data axis, as the engine's
+    )

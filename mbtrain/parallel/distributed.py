@@ -1,18 +1,24 @@
 """Process-group start-up: the one place that turns a launcher's environment into torch.distributed.
 
-Launchers: a plain `python` (one process: we fill in a single-rank environment), `torchrun`
-(RANK, WORLD_SIZE, LOCAL_RANK, ... already set) and Slurm's `srun` (SLURM_* variables, mapped by
-`mbtrain.cluster.env`). The device decides the accelerator DeepSpeed uses; this must happen
-before DeepSpeed is imported, because DeepSpeed picks its accelerator at import time.
+Launchers: a plain `python` (one process: we fill in a single-rank environment) and `torchrun`
+(RANK, WORLD_SIZE, LOCAL_RANK, ... already set); Slurm's `srun` sets SLURM_* variables, which
+the CLI maps first (`mbtrain.cluster.env.apply_slurm_env`): this module knows no scheduler.
+The device decides the accelerator DeepSpeed uses; this must happen before DeepSpeed is
+imported, because DeepSpeed picks its accelerator at import time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import socket
 from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,10 @@ def _free_port() -> int:
 
 
 def fill_launcher_env(environ: os._Environ | dict = os.environ) -> None:
-    """Make RANK/WORLD_SIZE/... present for every launcher (srun, torchrun or none)."""
-    if "RANK" not in environ and "SLURM_PROCID" in environ:
-        from mbtrain.cluster.env import apply_slurm_env
+    """Make RANK/WORLD_SIZE/... present: a plain `python` run becomes a one-rank world.
 
-        apply_slurm_env(environ)
+    Launchers that set other variables (Slurm's srun: SLURM_PROCID, ...) are translated by
+    their caller first (`mbtrain.cluster.env.apply_slurm_env`, run by the CLI)."""
     if "RANK" not in environ:
         environ.update(
             RANK="0",
@@ -77,7 +82,11 @@ def init_distributed(device: str, backend: str = "auto") -> DistEnv:
     import deepspeed
 
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+        # DeepSpeed prints "... built successfully" per rank when it loads its CPU
+        # communication op; kept off the console unless debug lines are on (--verbose).
+        quiet = not log.isEnabledFor(logging.DEBUG)
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
     return DistEnv(
         rank=int(os.environ["RANK"]),
         world_size=int(os.environ["WORLD_SIZE"]),

@@ -95,6 +95,11 @@ class ProcessGroups:
         return self.group("data").rank
 
     @property
+    def replica_group(self) -> Any:
+        """The torch group of every rank holding the same weights as this one."""
+        return self.group(*REPLICA_AXES).group
+
+    @property
     def replica_rank(self) -> int:
         """0 on the first of the ranks holding the same weights (where shards are read)."""
         return self.group(*REPLICA_AXES).rank

@@ -38,6 +38,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mbtrain.parallel.rng import TENSOR_SALT, rank_stream
+
 # The plan: the linears of a global block that are sharded, and along which dimension.
 # Column-parallel linears split their output features (dim 0), row-parallel their inputs
 # (dim 1). This one table shards a live block (`_shard_block`) and names the sharded
@@ -184,10 +186,7 @@ def _fork_rng_per_rank(attn: nn.Module, rank: int) -> None:
     def forward(*args, **kwargs):
         if not (attn.training and attn.dropout > 0):
             return inner(*args, **kwargs)
-        seed = int(torch.randint(0, 2**62, (1,)).item())  # same draw on every tensor rank
-        devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed + 7919 * (rank + 1))
+        with rank_stream(rank, TENSOR_SALT):
             return inner(*args, **kwargs)
 
     attn.forward = forward

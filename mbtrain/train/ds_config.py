@@ -21,6 +21,10 @@ def build_deepspeed_config(
     if layout.zero_stage == 3:
         # Whole weights on save so that export never needs the optimizer shards.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+        # Pinned, not defaulted: context parallelism scales its loss's gradient for the
+        # reduce-scatter path, which averages over the whole partition group
+        # (mbtrain.parallel.context); the all-reduce path would divide differently.
+        zero["reduce_scatter"] = True
     cfg: dict[str, Any] = {
         "train_batch_size": train.global_batch(layout.data),
         "train_micro_batch_size_per_gpu": train.micro_batch_size,

@@ -2,42 +2,43 @@
 
 Decay applies to weight matrices only: norms, biases and embeddings are excluded, the usual
 practice since decaying them only pulls scales and the byte table towards zero.
-The optimizer can skip a step (`skip_next_step`) so that a non-finite loss never reaches the
+The optimizer can skip an update: it asks a `should_skip` function (the run's non-finite
+policy, `mbtrain.train.nonfinite`) at every `step()`, so a non-finite loss never reaches the
 weights, also under ZeRO, where DeepSpeed calls this optimizer's `step` on its partitions.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from mbtrain.train.config import OptimConfig
 
+SkipQuestion = Callable[[torch.optim.Optimizer], bool]
+
 
 class SkippableAdamW(torch.optim.AdamW):
-    """AdamW whose step can be turned into a no-op (the non-finite policy `skip`).
+    """AdamW whose update is skipped when `should_skip(self)` says so.
 
-    DeepSpeed's ZeRO optimizers call `step()` once per parameter group, so a skip is a state
-    of the whole engine step, not of one call: `skip_next_step` is set by the loop before
-    `engine.step()` and cleared by it afterwards (ZeRO may also skip on its own and never call
-    this at all). `guard`: for pipelines, where `train_batch` runs forward, backward and update
-    in one call, a function called by every `step()` that returns True to skip; it must give
-    the same answer on every rank and for every group of one engine step. `overflow` is read
-    by DeepSpeed's engine when this is its optimizer (fp32 without ZeRO): the skip then counts
-    as skipped there too, with no scheduler step. Under DeepSpeed's wrappers (ZeRO, bf16) the
-    wrapper's own `overflow` is read instead, so a skip decided here still steps the schedule;
+    DeepSpeed's ZeRO optimizers call `step()` once per parameter group, so `should_skip` must
+    give one answer for every call of one engine step. `overflow` is read by DeepSpeed's
+    engine when this is its optimizer (fp32 without ZeRO): the skip then counts as skipped
+    there too, with no scheduler step. Under DeepSpeed's wrappers (ZeRO, bf16) the wrapper's
+    own `overflow` is read instead, so a skip decided here still steps the schedule;
     DeepSpeed's own invalid-gradient skips (the usual case) do not.
     """
 
-    skip_next_step: bool = False
-    guard = None
-    overflow: bool = False
+    def __init__(self, params, *, should_skip: SkipQuestion | None = None, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self.should_skip = should_skip
+        self.overflow = False
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
-        skip = self.skip_next_step or (self.guard is not None and self.guard(self))
+        skip = self.should_skip is not None and self.should_skip(self)
         self.overflow = skip
         if skip:
             return None
@@ -61,9 +62,12 @@ def build_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> SkippableAdamW:
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, should_skip: SkipQuestion | None = None
+) -> SkippableAdamW:
     return SkippableAdamW(
         build_param_groups(model, cfg.weight_decay),
+        should_skip=should_skip,
         lr=cfg.lr,
         betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,

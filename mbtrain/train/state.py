@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass
@@ -21,6 +21,8 @@ class TrainState:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainState:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    def update_from(self, d: dict) -> None:
+        """Take the saved values (in place: the policy and the loop hold this object)."""
+        for f in fields(self):
+            if f.name in d:
+                setattr(self, f.name, d[f.name])

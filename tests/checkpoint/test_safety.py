@@ -220,3 +220,30 @@ def test_generate_prefers_the_current_export(trained_run, monkeypatch):
     monkeypatch.setattr(consolidate, "find_checkpoint", lambda *a, **k: called.append(a))
     model = consolidate.load_model(run_dir)
     assert not called and model is not None
+
+
+def test_a_file_outside_the_marker_list_is_never_opened(tiny_args, tmp_path):
+    """A ZeRO-3 checkpoint with a pickle that runs `touch` dropped in as `a_model_states.pt`
+    (not in the marker's list; DeepSpeed's own ZeRO-3 reader globs every *_model_states.pt):
+    export, eval, generate and a resume all work from the listed files and never open it."""
+    run_dir = tmp_path / "z3"
+    args = [*tiny_args, "train.steps=2", "checkpoint.every=2", "parallel.zero_stage=3"]
+    run(1, [*args, f"run.dir={run_dir}"], tmp_path / "logs0")
+    (run_dir / "export").rename(tmp_path / "old-export")  # make them read the checkpoint
+    ckpt = run_dir / "checkpoints" / tag_for_step(2)
+    marker_file = tmp_path / "pwned"
+    torch.save({"module": {"x": _Payload(marker_file)}}, ckpt / "a_model_states.pt")
+    torch.save({"x": _Payload(marker_file)}, ckpt / "zero_pp_rank_1_mp_rank_00_optim_states.pt")
+    assert json.loads((ckpt / COMPLETE_MARKER).read_text())["zero_stage"] == 3
+    for args_ in (
+        ("export", ckpt, "--out", tmp_path / "exp"),
+        ("generate", run_dir, "--max-bytes", "4", "--seed", "0"),
+        ("eval", run_dir, REPO / "README.md", "--max-bytes", "200", "--mode", "basic",
+         "-o", tmp_path / "e.json"),
+    ):  # fmt: skip
+        out = cli(*args_)
+        assert out.returncode == 0, (args_, out.stderr)
+        assert not marker_file.exists(), f"{args_[0]} ran the dropped file's code"
+    run(1, [*args, f"run.dir={run_dir}", "train.steps=3"], tmp_path / "logs1")
+    assert f"resumed from {ckpt} at step 2" in read_logs(tmp_path / "logs1")
+    assert not marker_file.exists()

@@ -175,7 +175,7 @@ def test_cli_prints_one_clear_message_and_exits_2(tmp_path):
     assert "train.stpes: unknown key; did you mean 'train.steps'?" in proc.stderr
 
 
-def test_cli_dry_run_prints_layout_and_deepspeed_config():
+def test_cli_dry_run_prints_layout_and_deepspeed_config(tiny_dataset):
     proc = subprocess.run(
         [
             sys.executable,
@@ -183,6 +183,9 @@ def test_cli_dry_run_prints_layout_and_deepspeed_config():
             "mbtrain.cli.main",
             "train",
             str(REPO / "recipes/tiny_cpu.yaml"),
+            f"data.train={tiny_dataset}/train",
+            f"data.val={tiny_dataset}/val",
+            "model.seq_len=128",
             "--dry-run",
             "--world-size",
             "2",
@@ -234,3 +237,68 @@ def test_python_tags_in_a_recipe_are_one_line_errors(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr and not marker.exists()
+
+
+SECRET = "s3cret-d0-not-print"
+# Each reaches a free-text field from ${oc.env:MB_SECRET} without a plain `${a.b}` chain
+# (data.local_cache, a path, holds the secret: paths may use the environment).
+HIDDEN_ENV_FORMS = {
+    "oc.select": ["run.name=${oc.select:data.local_cache}"],
+    "relative": ["run.dir=${oc.env:MB_SECRET}", "run.name=${.dir}"],
+    "relative-parent": ['cluster.setup=["cd ${...data.local_cache}"]'],
+    "nested-select": ["data.val=data.local_cache", "run.name=${oc.select:${data.val}}"],
+    "select-default": ["logging.project=${oc.select:no.such.key,${..data.local_cache}}"],
+    "decode": ["train.sample_prompt=${oc.decode:${oc.select:data.local_cache}}"],
+    "embedded-text": ["logging.entity=team-${oc.select:data.local_cache}-x"],
+    "env-default": ["data.val=${oc.env:MB_UNSET,${oc.env:MB_SECRET}}", "run.name=${..data.val}"],
+}
+
+
+@pytest.mark.parametrize("form", HIDDEN_ENV_FORMS, ids=list(HIDDEN_ENV_FORMS))
+def test_every_interpolation_form_is_followed_to_the_environment(tmp_path, monkeypatch, form):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("MB_SECRET", SECRET)
+    monkeypatch.delenv("MB_UNSET", raising=False)
+    r = write(tmp_path / "r.yaml", "data:\n  train: x\n  local_cache: ${oc.env:MB_SECRET}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(r, [f"run.dir={tmp_path}/run", *HIDDEN_ENV_FORMS[form]])
+    msg = str(e.value)
+    assert "takes its value from an environment variable" in msg and "override" in msg, msg
+    assert SECRET not in msg
+    # The probe never stays installed: oc.env reads the environment again afterwards.
+    assert OmegaConf.create({"v": "${oc.env:MB_SECRET}"}).v == SECRET
+
+
+def test_hidden_environment_in_a_recipe_names_the_line_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("MB_SECRET", SECRET)
+    run_dir = tmp_path / "run"
+    r = write(
+        tmp_path / "r.yaml",
+        f"data:\n  train: x\n  local_cache: ${{oc.env:MB_SECRET}}\nrun:\n  dir: {run_dir}\n"
+        "  name: job-${oc.select:data.local_cache}\n",
+    )
+    with pytest.raises(ConfigError, match=r"run\.name: takes its value .*r\.yaml:6"):
+        load_config(r)
+    for command in (["train", str(r), "--dry-run"], ["submit", str(r)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mbtrain.cli.main", *command], capture_output=True, text=True
+        )
+        assert proc.returncode == 2 and "run.name: takes its value" in proc.stderr, proc.stderr
+        assert SECRET not in proc.stdout + proc.stderr
+    assert not run_dir.exists()
+
+
+def test_environment_still_feeds_paths_and_numbers_through_any_form(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCH", "/scratch/me")
+    monkeypatch.setenv("MB_STEPS", "7")
+    r = write(
+        tmp_path / "r.yaml",
+        "data:\n  train: ${oc.select:data.local_cache}/train\n  local_cache: ${oc.env:SCRATCH}\n"
+        "run:\n  name: exp-${oc.select:logging.project}\n  dir: ${..data.local_cache}/runs/${.name}\n"
+        "train:\n  steps: ${oc.decode:${oc.env:MB_STEPS}}\n",
+    )
+    cfg = load_config(r, ["logging.project=proj", "checkpoint.resume=${oc.env:MB_NONE,auto}"])
+    assert cfg.run.name == "exp-proj" and cfg.run.dir == "/scratch/me/runs/exp-proj"
+    assert cfg.data.train == "/scratch/me/train" and cfg.train.steps == 7
+    assert cfg.checkpoint.resume == "auto"

@@ -89,7 +89,7 @@ def test_batches_masks_and_val(ds):
 def test_errors_missing_incomplete_seq_len(ds, tmp_path):
     with pytest.raises(DataError, match="no prepared dataset"):
         build_loader(DataConfig(train=str(tmp_path / "none")), "train", T, 2, 0, 1, 0)
-    with pytest.raises(DataError, match=r"seq_len 32, but the model's seq_len is 64"):
+    with pytest.raises(DataError, match=r"seq_len 32, shorter than the model's seq_len 64; re-run"):
         build_loader(DataConfig(train=f"{ds}/train"), "train", 64, 2, 0, 1, 0)
     import shutil
 
@@ -97,6 +97,52 @@ def test_errors_missing_incomplete_seq_len(ds, tmp_path):
     os.remove(tmp_path / "inc" / "mbtrain.json")
     with pytest.raises(DataError, match="incomplete"):
         build_loader(DataConfig(train=str(tmp_path / "inc")), "train", T, 2, 0, 1, 0)
+
+
+@pytest.mark.parametrize("align", [1, 4])
+def test_shorter_windows_are_cut_from_longer_samples(ds, align):
+    """A dataset prepared at 32 bytes trains a model of 8 or 16: every sample gives 32/T
+    windows, in order, each a micro-batch of B samples; their bytes, masks, document starts and
+    (aligned) document layout are those of the whole sample cut at multiples of T."""
+    cfg = DataConfig(train=f"{ds}/train", num_workers=0, shuffle=False)
+    whole = list(build_loader(cfg, "train", T, 4, 0, 1, 0, align=align))
+    for t in (8, 16):
+        n = T // t
+        cut = list(build_loader(cfg, "train", t, 4, 0, 1, 0, align=align))
+        assert len(cut) == n * len(whole)
+        for k, batch in enumerate(whole):
+            parts = cut[k * n : (k + 1) * n]
+            for key in ("x", "mask", "doc_start", "segment_ids"):
+                joined = torch.cat([p[key] for p in parts], dim=1)
+                assert torch.equal(joined, batch[key]), (t, k, key)
+
+
+def test_cut_windows_resume_inside_a_sample(ds):
+    """The position is saved between two windows of one sample and resumes exactly there."""
+    cfg = DataConfig(train=f"{ds}/train", num_workers=0)
+    full = build_loader(cfg, "train", 8, 2, 0, 1, seed=3)
+    it = full.iter_forever()
+    seen = [next(it)["x"] for _ in range(6)]  # 1.5 batches of samples: 4 windows each
+    state = full.state_dict()
+    assert state["micro"] == 2
+    later = [next(it)["x"] for _ in range(10)]
+    again = build_loader(cfg, "train", 8, 2, 0, 1, seed=3)
+    again.load_state_dict(state)
+    it2 = again.iter_forever()
+    assert all(torch.equal(a, next(it2)["x"]) for a in later)
+    assert not torch.equal(seen[-1], later[0])
+
+
+def test_mix_of_different_prepared_lengths_is_refused(ds, tmp_path):
+    other = _make(tmp_path, "long", 20)  # prepared at T as well
+    import json
+
+    meta = json.loads(open(f"{other}/train/mbtrain.json").read())
+    meta["seq_len"] = 64
+    open(f"{other}/train/mbtrain.json", "w").write(json.dumps(meta))
+    cfg = DataConfig(mix=[{"path": f"{ds}/train"}, {"path": f"{other}/train"}], num_workers=0)
+    with pytest.raises(DataError, match=r"different seq_len \(32, 64\)"):
+        build_loader(cfg, "train", 16, 2, 0, 1, 0)
 
 
 def test_mixing_proportions(tmp_path):
@@ -196,7 +242,7 @@ def _collate_reference(samples, seq_len):
 
 @pytest.mark.parametrize("pack", [True, False])
 def test_vectorised_collate_matches_reference(pack):
-    from mbtrain.data.loader import collate
+    from mbtrain.data.collate import collate
     from mbtrain.data.windows import Windower, make_sample
 
     rng = random.Random(3)
@@ -217,7 +263,7 @@ def test_vectorised_collate_matches_reference(pack):
 def test_collate_aligns_documents_to_patches():
     """Document masking needs every patch inside one document: pieces that start a document
     begin on a multiple of the patch size; what no longer fits is dropped and counted."""
-    from mbtrain.data.loader import collate_aligned
+    from mbtrain.data.collate import collate_aligned
 
     data = bytes(range(1, 17))  # one window of 16 bytes: 5 of A's tail, 6 of B, 5 of C's head
     sample = {"data": data, "lengths": [5, 6, 5], "offsets": [7, 0, 0]}

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from mbtrain.data import PrepareConfig, merge, prepare
-from mbtrain.data.loader import check_split
+from mbtrain.data.splits import check_split
 from mbtrain.errors import DataError
 
 

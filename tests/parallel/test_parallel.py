@@ -41,9 +41,10 @@ def test_tensor_parallel_matches_single_process(launch):
 
 @pytest.mark.dist
 def test_context_parallel_matches_single_process(launch):
-    """CP=2 (rope and learned positions, ZeRO-0 and ZeRO-2, document masking across the span
-    boundary), the baseline transformer at CP=2, and with 4 processes CP=4 and TP=2 x CP=2:
-    losses, gradients and weights as one process computes them."""
+    """CP=2 (rope and learned positions, ZeRO-0/2/3, document masking across the span
+    boundary, cross-patch local context, activation checkpointing, a chunked local model),
+    the baseline transformer at CP=2, and with 4 processes CP=4 and TP=2 x CP=2: losses,
+    gradients and weights as one process computes them."""
     res = launch(
         "cp",
         2,
@@ -53,11 +54,27 @@ def test_context_parallel_matches_single_process(launch):
             {"name": "cp2_baseline", "context": 2, "arch": "transformer"},
             {"name": "cp2_docs", "context": 2, "zero": 1, "pos": "learned", "docs": True},
             {"name": "cp2_ctx", "context": 2, "local_context": 4, "docs": True},
+            # ZeRO-3 partitions over data x context; the ranks > 0 embed the bytes before
+            # their span too, through the same (gathered) embedding call.
+            {"name": "cp2_z3", "context": 2, "zero": 3},
+            {"name": "cp2_z3_ctx", "context": 2, "zero": 3, "local_context": 4, "docs": True},
+            {
+                "name": "cp2_z3_ckpt_chunk",
+                "context": 2,
+                "zero": 3,
+                "checkpointing": True,
+                "local_chunk": 3,
+                "pos": "learned",
+                "docs": True,
+            },
         ],
         export="cp2_rope",
     )
-    _check_tp(res, ["cp2_rope", "cp2_learned_z2", "cp2_baseline", "cp2_docs", "cp2_ctx"])
+    _check_tp(res, list(res.keys() - {"export"}))
     assert res["export"]["logit_diff"] < LOSS_TOL
+    # Each of the two context ranks holds half of the weights (as the estimate assumes), not
+    # all of them (DeepSpeed's own partitioning over the data axis alone).
+    assert res["cp2_z3"]["held_fraction"] == pytest.approx(0.5, abs=0.01)
     res4 = launch(
         "cp",
         4,
@@ -66,9 +83,42 @@ def test_context_parallel_matches_single_process(launch):
         cases=[
             {"name": "cp4", "context": 4, "zero": 1},
             {"name": "tp2_cp2", "context": 2, "tensor": 2, "zero": 0, "pos": "learned"},
+            {"name": "tp2_cp2_z3", "context": 2, "tensor": 2, "zero": 3, "local_context": 2},
         ],
     )
-    _check_tp(res4, ["cp4", "tp2_cp2"])
+    _check_tp(res4, ["cp4", "tp2_cp2", "tp2_cp2_z3"])
+    assert res4["tp2_cp2_z3"]["held_fraction"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.dist
+def test_context_parallel_bf16_and_zero3_agree_with_zero2(launch):
+    """bf16 at CP=2: ZeRO-3 (its own partitioning, cast to bf16 first) gives ZeRO-2's losses,
+    and both stay within bf16 rounding of the fp32 single-process run. Without the cast,
+    ZeRO-3 trained in fp32 unnoticed."""
+    res = launch(
+        "cp",
+        2,
+        cases=[
+            {"name": "bf16_z2", "context": 2, "zero": 2, "precision": "bf16"},
+            {"name": "bf16_z3", "context": 2, "zero": 3, "precision": "bf16"},
+        ],
+    )
+    z2, z3 = res["bf16_z2"], res["bf16_z3"]
+    assert _close(z3["losses"], z2["losses"]), (z3["losses"], z2["losses"])
+    assert not _close(z3["losses"], z3["ref"], tol=1e-7)  # really bf16
+    assert _close(z3["losses"], z3["ref"], tol=1e-2)
+
+
+@pytest.mark.dist
+def test_context_parallel_dropout_draws_a_mask_per_span(launch):
+    """With dropout, each context rank draws its own masks (the embedding dropout's zeros
+    differ between the two spans), and the loss differs from a run where every span repeats
+    one mask (the earlier behaviour, reproduced by switching the per-span streams off)."""
+    res = launch("cp_dropout", 2)
+    assert not res["per_span"]["masks_equal"]
+    assert res["repeated"]["masks_equal"]
+    assert 0.2 < res["per_span"]["dropped"] < 0.4
+    assert abs(res["per_span"]["loss"] - res["repeated"]["loss"]) > 1e-4
 
 
 @pytest.mark.dist
@@ -145,6 +195,43 @@ def test_resume_with_another_layout(launch):
         },
     )
     # `mbtrain export`'s reader gives the weights the live engine had at the save.
+    for name, r in {**saved1, **saved2}.items():
+        assert r["merged_diff"] == 0.0, (name, r["merged_diff"])
+    for name, r in {**job2["resumed"], **res1}.items():
+        assert r["step"] == 2, name
+        assert _close(r["losses"], r["expected"]), (name, r["losses"], r["expected"])
+
+
+@pytest.mark.dist
+def test_resume_across_context_layouts_with_zero3(launch):
+    """ZeRO-3 checkpoints (partitioned over data x context) are read back as data from the
+    files their marker lists, merged exactly (what `mbtrain export` reads), and resume in
+    other context layouts and ZeRO stages: 1 process ZeRO-3 -> CP=2 ZeRO-3 and ZeRO-1, and
+    CP=2 ZeRO-3 -> 1 process ZeRO-3 and ZeRO-0, TP=2 ZeRO-3 -> 1 process ZeRO-3 (tensor shards
+    of ZeRO-3 partitions, merged). The first resumed loss checks the weights
+    (ZeRO-3's own partitions of them included), the second the Adam moments and the step."""
+    saved1 = launch("save", 1, sub="save1", layouts={"one_z3": {"zero": 3}})
+    job2 = launch(
+        "save_resume",
+        2,
+        sub="job2",
+        cases={
+            "z3_to_cp2_z3": {"layout": {"context": 2, "zero": 3}, **saved1["one_z3"]},
+            "z3_to_cp2_z1": {"layout": {"context": 2, "zero": 1}, **saved1["one_z3"]},
+        },
+        layouts={"cp2_z3": {"context": 2, "zero": 3}, "tp2_z3": {"tensor": 2, "zero": 3}},
+    )
+    saved2 = job2["saved"]
+    res1 = launch(
+        "resume",
+        1,
+        sub="resume1",
+        cases={
+            "cp2_z3_to_z3": {"layout": {"zero": 3}, **saved2["cp2_z3"]},
+            "cp2_z3_to_z0": {"layout": {"zero": 0}, **saved2["cp2_z3"]},
+            "tp2_z3_to_z3": {"layout": {"zero": 3}, **saved2["tp2_z3"]},
+        },
+    )
     for name, r in {**saved1, **saved2}.items():
         assert r["merged_diff"] == 0.0, (name, r["merged_diff"])
     for name, r in {**job2["resumed"], **res1}.items():

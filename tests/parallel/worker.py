@@ -1,7 +1,7 @@
 """One rank of a distributed test: `worker.py <scenario> <out_dir> <json args>`.
 
-Scenarios build the real Trainer's engine (`Trainer._build_engine`, `train_step`,
-`evaluate`, `save_checkpoint`) on fixed synthetic batches and compare with a plain
+Scenarios build the library's training pieces (`build_engine`, `step.train_step`,
+`Evaluator`, `Checkpointer`: see `Harness`) on fixed synthetic batches and compare with a plain
 single-process reference (torch AdamW, the same clipping) from the same seed. Rank 0 writes
 result.json; a failed assertion exits non-zero, which the launcher reports with the logs.
 """
@@ -18,6 +18,8 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import torch
 import torch.distributed as dist
+
+from mbtrain.train.runner import StepRunner
 
 torch.set_num_threads(1)
 
@@ -38,6 +40,9 @@ def make_cfg(
     context=1,
     pos="rope",
     local_context=0,
+    checkpointing=False,
+    local_chunk=0,
+    precision="fp32",
 ):
     from mbtrain.config import load_config
 
@@ -65,6 +70,9 @@ def make_cfg(
             f"parallel.context={context}",
             f"model.pos={pos}",
             f"model.local_context={local_context}",
+            f"model.activation_checkpointing={str(checkpointing).lower()}",
+            f"model.local_chunk={local_chunk}",
+            f"train.precision={precision}",
             f"parallel.zero_stage={zero}",
             f"parallel.split_local={str(split_local).lower()}",
             f"train.micro_batch_size={mbs}",
@@ -159,31 +167,60 @@ class Reference:
 # -- trainer --------------------------------------------------------------------------------------
 
 
-def build_trainer(cfg, batches: list[dict] | None = None):
-    from deepspeed.utils import groups
+class Harness(StepRunner):
+    """The library's training pieces on fixed batches (public API only): the engine and one
+    step (`StepRunner`), evaluation (`Evaluator`) and saving (`Checkpointer`), without a run
+    directory's lock, loaders or monitoring."""
 
-    from mbtrain.checkpoint.manager import CheckpointManager
-    from mbtrain.train.loop import Trainer
-    from mbtrain.train.state import TrainState
+    def __init__(self, cfg, batches: list[dict] | None = None):
+        from mbtrain.checkpoint.manager import CheckpointManager
+        from mbtrain.train.checkpointer import Checkpointer
+
+        super().__init__(cfg)
+        self.engine, self.groups, self.dp_rank = self.te.engine, self.te.groups, self.te.dp_rank
+        self.policy.say = print
+        self.ckpt = CheckpointManager(
+            Path(cfg.run.dir) / "checkpoints", cfg.checkpoint.keep, self.env.rank,
+            self.env.world_size,
+        )  # fmt: skip
+        self.checkpointer = Checkpointer(
+            self.te, self.ckpt, 0, self.state, None, {}, {"train": []}, print
+        )
+        self.val_loader = None
+        self.feed(batches or [])
+
+    def inputs(self, batch: dict):
+        from mbtrain.train.batches import to_inputs
+
+        return to_inputs(batch, self.te.device, self.cfg.model.doc_mask)
+
+    def all_reduce(self, values: list[float]) -> list[float]:
+        return self.te.all_reduce(values)
+
+    def train_step(self) -> dict:
+        return self.step()
+
+    def evaluate(self) -> dict | None:
+        from mbtrain.train.evaluation import Evaluator
+
+        ev = Evaluator(self.te, self.cfg.train, self.val_loader, self.cfg.model.doc_mask)
+        return ev.evaluate()
+
+    def save_checkpoint(self, reason: str) -> Path:
+        return self.checkpointer.save(reason)
+
+
+def build_trainer(cfg, batches: list[dict] | None = None) -> Harness:
+    from deepspeed.utils import groups
 
     # Several engines in one process: DeepSpeed keeps the last engine's mpu in a module
     # global, which a later engine without an mpu would pick up.
     groups.mpu = None
-    tr = Trainer(cfg)
-    tr._build_engine()
-    tr.train_loader = batches or []
-    tr._train_iter = None
-    tr.val_loader = None
-    tr.state = TrainState()
-    tr.ckpt = CheckpointManager(
-        Path(cfg.run.dir) / "checkpoints", cfg.checkpoint.keep, tr.rank, tr.env.world_size
-    )
-    return tr
+    return Harness(cfg, batches)
 
 
 def feed(tr, batches: list[dict]) -> None:
-    tr.train_loader = batches
-    tr._train_iter = None
+    tr.feed(batches)
 
 
 def full_state(tr) -> dict[str, torch.Tensor]:
@@ -231,6 +268,8 @@ def full_grads(tr) -> dict[str, torch.Tensor]:
 def replicated_equal(tr) -> float:
     """Largest difference of replicated parameters between tensor ranks."""
     worst = 0.0
+    if tr.layout.zero_stage == 3:
+        return worst  # partitioned: full_state compares the gathered weights instead
     group = tr.groups.get_tensor_model_parallel_group()
     size = tr.groups.get_tensor_model_parallel_world_size()
     for _, p in tr.engine.module.named_parameters():
@@ -244,8 +283,7 @@ def replicated_equal(tr) -> float:
 
 
 def destroy(tr) -> None:
-    tr.stop.uninstall() if hasattr(tr.stop, "uninstall") else None
-    del tr.engine
+    del tr.engine, tr.te
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -277,7 +315,7 @@ def scenario_tp(out: Path, args: dict) -> dict:
             if m == accum - 1:
                 grads = full_grads(tr)
             tr.engine.step()
-        loss0 = tr._all_reduce([loss0])[0] / dist.get_world_size()
+        loss0 = tr.all_reduce([loss0])[0] / dist.get_world_size()
         feed(tr, rank_batches(cfg, dp_rank, 1, STEPS - 1))
         losses = [loss0] + [tr.train_step()["loss"] for _ in range(STEPS - 1)]
         gd, gwhere = max_diff(grads, ref_g)
@@ -324,13 +362,13 @@ def scenario_cp(out: Path, args: dict) -> dict:
         accum, loss0 = cfg.train.grad_accum, 0.0
         for m in range(accum):
             b = batch(0, m, tr.dp_rank)
-            loss = tr.engine(*tr._inputs(b))
+            loss = tr.engine(*tr.inputs(b))
             loss0 += float(loss) / accum
             tr.engine.backward(loss)
             if m == accum - 1:
                 grads = full_grads(tr)
             tr.engine.step()
-        loss0 = tr._all_reduce([loss0])[0] / dist.get_world_size()
+        loss0 = tr.all_reduce([loss0])[0] / dist.get_world_size()
         feed(tr, rank_batches(cfg, tr.dp_rank, 1, STEPS - 1))
         losses = [loss0] + [tr.train_step()["loss"] for _ in range(STEPS - 1)]
         gd, gwhere = max_diff(grads, ref_g)
@@ -339,8 +377,49 @@ def scenario_cp(out: Path, args: dict) -> dict:
             "losses": losses, "ref": ref_losses, "grad_diff": gd, "grad_where": gwhere,
             "weight_diff": wd, "weight_where": wwhere, "replicated_diff": replicated_equal(tr),
         }  # fmt: skip
+        if cfg.parallel.zero_stage == 3:
+            # The share of the weights this rank holds (what the dry-run estimate divides by).
+            params = list(tr.engine.module.parameters())
+            res[name]["held_fraction"] = sum(p.ds_tensor.numel() for p in params) / sum(
+                p.ds_numel for p in params
+            )
         if args.get("export") and name == args["export"]:
             res["export"] = check_export(tr, out / name)
+        destroy(tr)
+    return res
+
+
+def scenario_cp_dropout(out: Path, args: dict) -> dict:
+    """Dropout under context parallelism: the masks each span draws (the embedding dropout's
+    zeros, gathered from both ranks), and the first loss with per-span streams and with the
+    streams switched off (every span repeating one mask)."""
+    import contextlib
+
+    import mbtrain.parallel.context as context_mod
+
+    res = {}
+    for name, per_span in (("per_span", True), ("repeated", False)):
+        cfg = make_cfg(out / name, context=2, dropout=0.3, zero=args.get("zero", 0))
+        tr = build_trainer(cfg)
+        masks = []
+        hook = tr.engine.module.model.dropout.register_forward_hook(
+            lambda m, i, o, masks=masks: masks.append((o == 0).flatten().float())
+        )
+        saved = context_mod.rank_stream
+        if not per_span:
+            context_mod.rank_stream = lambda *a: contextlib.nullcontext()
+        feed(tr, rank_batches(cfg, tr.dp_rank, 0, 1))
+        loss = tr.train_step()["loss"]
+        context_mod.rank_stream = saved
+        hook.remove()
+        mine = masks[0]
+        theirs = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+        dist.all_gather(theirs, mine)
+        res[name] = {
+            "loss": loss,
+            "masks_equal": bool(torch.equal(theirs[0], theirs[1])),
+            "dropped": float(mine.mean()),
+        }
         destroy(tr)
     return res
 
@@ -463,7 +542,6 @@ def _train_and_save(cfg, steps_before: int, emulate_dp: bool = False) -> dict:
     feed(tr, rank_batches(cfg, tr.dp_rank, 0, steps_before, emulate_dp))
     for _ in range(steps_before):
         tr.train_step()
-        tr.state.step += 1
     path = tr.save_checkpoint("test")
     live = full_state(tr)
     merged_diff = 0.0
@@ -564,6 +642,7 @@ SCENARIOS = {
     "save_resume": scenario_save_resume,
     "universal": scenario_universal,
     "cp": scenario_cp,
+    "cp_dropout": scenario_cp_dropout,
 }
 
 

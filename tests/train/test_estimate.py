@@ -47,10 +47,11 @@ def test_checkpointing_saves_activation_memory():
 @pytest.mark.parametrize(
     "recipe, memory", [("long_context_1m.yaml", "80"), ("long_context_4m.yaml", "141")]
 )
-def test_long_context_recipes_fit_by_the_dry_run(recipe, memory):
+def test_long_context_recipes_fit_by_the_dry_run(recipe, memory, long_dataset):
+    data = [f"data.train={long_dataset}/train", f"data.val={long_dataset}/val"]
     out = subprocess.run(
         [sys.executable, "-m", "mbtrain.cli.main", "train", str(REPO / "recipes" / recipe),
-         "--dry-run", "--world-size", "8", "--device-memory", memory],
+         *data, "--dry-run", "--world-size", "8", "--device-memory", memory],
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
