@@ -57,8 +57,8 @@ def overrides(seq_len: int, context: int) -> list[str]:
 
 
 def estimate(seq_len: int, context: int) -> dict:
-    from mbtrain.config import check_layout, load_config
     from mbtrain.train.estimate import estimate_rank
+    from mbtrain.train.run_config import check_layout, load_config
 
     cfg = load_config(REPO / "recipes" / "tiny_cpu.yaml", overrides(seq_len, context))
     layout = check_layout(cfg, context)
@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
     from mbtrain.train.runner import StepRunner
 
     torch.set_num_threads(args.threads)

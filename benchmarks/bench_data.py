@@ -54,7 +54,7 @@ def _cpu_s(who) -> float:
 def child_prepare(out: str, workers: int, inputs: str, seq_len: int, size_limit: int) -> dict:
     t0 = time.perf_counter()
     from mbtrain.data import PrepareConfig, prepare
-    from mbtrain.data.cli import load_corpus
+    from mbtrain.data.corpus import load_corpus
 
     t1 = time.perf_counter()
     c0 = _cpu_s(resource.RUSAGE_SELF) + _cpu_s(resource.RUSAGE_CHILDREN)
@@ -116,8 +116,8 @@ def run_child(pythonpath: str, *args: str) -> tuple[dict, float]:
 
 def stdlib_files() -> tuple[list[str], list[bytes]]:
     """Paths and contents of the pystdlib corpus's files, in prepare's order."""
-    from mbtrain.data.cli import load_corpus
-    from mbtrain.data.sources import expand_inputs
+    from mbtrain.data.corpus import load_corpus
+    from mbtrain.data.inputs import expand_inputs
 
     corpus = load_corpus(PYSTDLIB)
     paths, out = [], []

@@ -72,7 +72,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
     from mbtrain.train.runner import StepRunner
 
     torch.set_num_threads(args.threads)

@@ -99,7 +99,7 @@ def ensure_corpus(name: str) -> None:
 def ensure_dataset(corpus: str, seq_len: int) -> Path:
     """The corpus prepared at `seq_len` (its YAML's split), under data/quality/."""
     from mbtrain.data import PrepareConfig, prepare
-    from mbtrain.data.cli import load_corpus
+    from mbtrain.data.corpus import load_corpus
 
     out = REPO / "data" / "quality" / f"{corpus}-{seq_len}"
     if (out / "val" / "mbtrain.json").exists():
@@ -141,7 +141,7 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def config_of(overrides: list[str]):
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
 
     return load_config(RECIPE, overrides)
 

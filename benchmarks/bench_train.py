@@ -38,7 +38,7 @@ def ensure_data(train_dir: Path, seq_len: int) -> None:
     if (train_dir / "index.json").exists():
         return
     from mbtrain.data import PrepareConfig, prepare
-    from mbtrain.data.cli import load_corpus
+    from mbtrain.data.corpus import load_corpus
 
     corpus = load_corpus(str(CORPUS))
     cfg = PrepareConfig(
@@ -117,8 +117,8 @@ def run(
     baseline_name: str = "baseline",
 ) -> dict:
     """Measure the loop's MFU (and optionally a baseline's); returns a dict for the report."""
-    from mbtrain.config import load_config
     from mbtrain.model import count_parameters, flops_per_byte
+    from mbtrain.train.run_config import load_config
 
     overrides = overrides or []
     cfg = load_config(recipe, overrides)

@@ -231,7 +231,7 @@ def prepare_data(seq_len: int, root: Path) -> Path:
     out = root / f"pystdlib-{seq_len}"
     if not (out / "train" / "index.json").exists():
         from mbtrain.data import PrepareConfig, prepare
-        from mbtrain.data.cli import load_corpus
+        from mbtrain.data.corpus import load_corpus
 
         corpus = load_corpus(str(REPO / "data_prep/corpora/pystdlib.yaml"))
         prepare(PrepareConfig(inputs=corpus["inputs"], exclude=corpus["exclude"], out=str(out),

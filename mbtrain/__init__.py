@@ -1,3 +1,5 @@
 """mbtrain: distributed long-context training of MegaByte byte-level models."""
 
-__version__ = "0.1.0"
+from mbtrain.cli.version import version
+
+__version__ = version()

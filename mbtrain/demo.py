@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(overrides: list[str]) -> int:
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
 
     cfg = load_config(RECIPE, overrides)
     data_root = Path(cfg.data.train).parent

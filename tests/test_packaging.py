@@ -38,6 +38,13 @@ def test_wheel_installed_outside_the_checkout_renders_a_batch_script(tmp_path):
     work.mkdir()
     recipe = work / "r.yaml"
     recipe.write_text((REPO / "recipes" / "tiny_cpu.yaml").read_text())
+    # submit checks the recipe's datasets before anything is written: a prepared split's
+    # markers (no shards needed to check them).
+    for split in ("train", "val"):
+        d = work / "runs" / "data" / "pystdlib" / split
+        d.mkdir(parents=True)
+        (d / "mbtrain.json").write_text('{"complete": true, "seq_len": 512, "samples": 1}')
+        (d / "index.json").write_text('{"version": 2, "shards": []}')
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     out = subprocess.run(
         [env_dir / "bin" / "mbtrain", "submit", str(recipe), f"run.dir={work / 'run'}",

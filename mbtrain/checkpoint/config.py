@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mbtrain.config.checks import Checks
+
 
 @dataclass
 class CheckpointConfig:
@@ -20,11 +22,8 @@ class CheckpointConfig:
     with an older mbtrain (which pickled numpy arrays); by default only data is loaded."""
 
     def validate(self) -> list[str]:
-        errors = []
-        if self.every < 0:
-            errors.append(f"checkpoint.every: must be >= 0, got {self.every}")
-        if self.keep < 1:
-            errors.append(f"checkpoint.keep: must be >= 1, got {self.keep}")
-        if not self.resume:
-            errors.append("checkpoint.resume: must be auto, none or a checkpoint path")
-        return errors
+        c = Checks("checkpoint")
+        c.at_least("every", self.every, 0)
+        c.at_least("keep", self.keep, 1)
+        c.require(bool(self.resume), "resume", "must be auto, none or a checkpoint path")
+        return c.errors

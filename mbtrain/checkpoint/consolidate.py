@@ -25,7 +25,7 @@ import yaml
 
 from mbtrain.checkpoint.export import strip_prefix
 from mbtrain.checkpoint.integrity import checkpoint_problem
-from mbtrain.checkpoint.layout import (
+from mbtrain.checkpoint.paths import (
     is_complete,
     read_marker,
     resolve_checkpoint,

@@ -1,6 +1,6 @@
 """Is a complete-looking checkpoint loadable? Checked before anything is loaded from it.
 
-A checkpoint is complete once its marker exists (`layout.py`); it can still be unusable: the
+A checkpoint is complete once its marker exists (`paths.py`); it can still be unusable: the
 marker cut short or edited into invalid JSON, a shard truncated or missing (a full disk, a
 file system that lost a write, a user's `rm`), bytes flipped, or a file that is not what
 mbtrain wrote (pickled code). Loading such a checkpoint fails half way, and with several
@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
-from mbtrain.checkpoint.layout import COMPLETE_MARKER
+from mbtrain.checkpoint.paths import COMPLETE_MARKER
 
 MANIFEST_KEY = "files"
 

@@ -12,7 +12,7 @@ untouched, instead of hanging the others in a barrier); rank 0 fsyncs the direct
 the marker (step, layout, and every file with its size), fsyncs again, then replaces
 `latest`. A process killed at any point (even by SIGKILL) resumes from the previous complete
 checkpoint. Pruning keeps `keep` checkpoints of the current lineage and never touches the one
-just written, the one `latest` names, or anything of a newer step (see `layout.py`).
+just written, the one `latest` names, or anything of a newer step (see `paths.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from mbtrain.checkpoint.layout import (
+from mbtrain.checkpoint.paths import (
     LATEST,
     atomic_write_text,
     complete_tags,

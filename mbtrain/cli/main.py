@@ -10,13 +10,13 @@ import argparse
 import importlib
 import sys
 
-from mbtrain import __version__
+from mbtrain.cli.version import version
 
 # (module, function adding its parsers); each parser sets `func(args) -> int`.
 COMMANDS = [
-    ("mbtrain.data.cli", "add_prepare_parser"),
+    ("mbtrain.cli.prepare", "add_prepare_parser"),
     ("mbtrain.cli.train", "add_parser"),
-    ("mbtrain.cluster.cli", "add_parsers"),
+    ("mbtrain.cli.cluster", "add_parsers"),
     ("mbtrain.cli.use", "add_parsers"),
 ]
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train MegaByte byte-level models: prepare data, train, submit to Slurm, "
         "resume, evaluate, generate.",
     )
-    parser.add_argument("--version", action="version", version=f"mbtrain {__version__}")
+    parser.add_argument("--version", action="version", version=f"mbtrain {version()}")
     parser.add_argument(
         "--verbose",
         "-v",

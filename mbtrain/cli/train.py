@@ -87,10 +87,10 @@ def _estimate(cfg, layout, args: argparse.Namespace) -> str:
 def dry_run(cfg, args: argparse.Namespace) -> int:
     """Every check a start would run (markers only: no checkpoint file is read), then what
     the run would be."""
-    from mbtrain.config import config_to_yaml
     from mbtrain.model import count_parameters, flops_per_byte
     from mbtrain.train.ds_config import build_deepspeed_config
     from mbtrain.train.preflight import preflight
+    from mbtrain.train.run_config import config_to_yaml
 
     world = args.world_size or int(os.environ.get("WORLD_SIZE", "1"))
     pre = preflight(cfg, world, check_files=False)
@@ -119,7 +119,7 @@ def _splits(cfg) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
 
     cfg = load_config(args.recipe, args.overrides)
     if args.dry_run:

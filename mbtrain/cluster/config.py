@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from mbtrain.config.checks import Checks
+
 # Slurm accepts more forms ("60", "1-0"); we accept the two that say what they mean.
 _TIME_RE = re.compile(r"^(?:(?P<d>\d+)-)?(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)$")
 # A value safe to write after `#SBATCH --opt=`: sbatch splits those lines on whitespace and
@@ -89,15 +91,14 @@ class ClusterConfig:
 
     def validate(self) -> list[str]:
         """Every problem of this section, as "cluster.<field>: ..." messages."""
-        errors: list[str] = []
+        c = Checks("cluster")
         for name in ("nodes", "tasks_per_node", "cpus_per_task"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                errors.append(f"cluster.{name}: must be an integer >= 1, got {value!r}")
+            if c.integer(name, getattr(self, name)):
+                c.at_least(name, getattr(self, name), 1)
         for name in ("gpus_per_node", "max_restarts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                errors.append(f"cluster.{name}: must be an integer >= 0, got {value!r}")
+            if c.integer(name, getattr(self, name)):
+                c.at_least(name, getattr(self, name), 0)
+        errors = c.errors
         if (
             isinstance(self.gpus_per_node, int)
             and self.gpus_per_node > 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -27,35 +26,6 @@ import yaml
 from mbtrain.cluster.config import ClusterConfig
 from mbtrain.cluster.submit import submit_prepare_array
 from mbtrain.errors import ConfigError
-
-
-def cluster_config_from_pairs(pairs: Sequence[str], **defaults: object) -> ClusterConfig:
-    """A ClusterConfig from "key=value" strings (values parsed as YAML: 2, [a, b], 01:00:00)."""
-    fields = {f.name: f for f in dataclasses.fields(ClusterConfig)}
-    values: dict[str, object] = dict(defaults)
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().removeprefix("cluster.")
-        if not sep or key not in fields:
-            raise ConfigError(
-                f"--cluster {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}"
-            )
-        default = getattr(ClusterConfig(), key)
-        if isinstance(default, str):
-            value: object = raw  # "01:00:00" must stay a string (YAML reads it as sexagesimal)
-        else:
-            try:
-                value = yaml.safe_load(raw)
-            except yaml.YAMLError as e:
-                raise ConfigError(f"--cluster {pair!r}: {e}") from None
-        if isinstance(default, list) and not isinstance(value, list):
-            value = [value]
-        values[key] = value
-    cfg = ClusterConfig(**values)
-    errors = [e for e in cfg.validate() if not e.startswith("cluster.signal_seconds")]
-    if errors:
-        raise ConfigError("; ".join(errors))
-    return cfg
 
 
 def default_slurm_dir(out: str) -> Path:

@@ -1,16 +1,16 @@
-"""What a run is doing: Slurm's view of its job plus the run directory's own record.
+"""A run's Slurm side: the state of its job, its restarts, and cancelling it.
 
 No accounting database is assumed (many clusters, and the local test cluster, have none):
 while Slurm still knows the job, `scontrol show job` gives its state, reason, restart count,
-nodes and times; once it has forgotten it (MinJobAge), the run directory alone answers:
-`slurm/events.jsonl` (written by the batch script: start, requeue, done, failed),
-`metrics.jsonl` (training progress) and `checkpoints/latest` (the last complete checkpoint).
+nodes and times; once it has forgotten it (MinJobAge), the run directory's Slurm record
+answers: `slurm/jobs.jsonl` (the jobs submitted) and `slurm/events.jsonl` (written by the
+batch script: start, requeue, done, failed). What the trainer itself recorded (metrics,
+checkpoints) is not read here: `mbtrain status` (`mbtrain.cli.cluster`) adds it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -21,7 +21,7 @@ from typing import Any
 from mbtrain.cluster.submit import read_jobs
 from mbtrain.errors import MbtrainError
 
-_TAIL_BYTES = 1 << 18  # metrics lines are short: the last 256 KiB hold the latest ones
+_TAIL_BYTES = 1 << 18  # event lines are short: the last 256 KiB hold the latest ones
 SCONTROL_TIMEOUT_S = 30.0
 """How long scontrol may take to answer; a busy controller answers in seconds."""
 _UNKNOWN_JOB = "Invalid job id specified"  # scontrol's answer for a job it does not know
@@ -109,30 +109,6 @@ def _tail_jsonl(path: Path) -> list[dict]:
     return out
 
 
-def metrics_summary(run_dir: str | Path) -> dict[str, Any]:
-    """Latest training and eval numbers from `<run_dir>/metrics.jsonl`."""
-    out: dict[str, Any] = {}
-    for rec in _tail_jsonl(Path(run_dir) / "metrics.jsonl"):
-        if "val_bpb" in rec:
-            out["val_bpb"] = rec["val_bpb"]
-            out["val_step"] = rec.get("step")
-        if "loss" in rec:
-            for key in ("step", "loss", "bpb", "bytes_per_s", "eta_s"):
-                if key in rec:
-                    out[key] = rec[key]
-    return out
-
-
-def latest_checkpoint(run_dir: str | Path) -> str | None:
-    """The checkpoint a restart would resume from (the newest complete one), or None."""
-    from mbtrain.checkpoint.layout import latest_complete
-
-    try:
-        return latest_complete(Path(run_dir) / "checkpoints")
-    except OSError:  # unreadable, or pruned while we look: status must still answer
-        return None
-
-
 def _last_event(run_dir: Path, job_id: str | None) -> dict | None:
     events = [
         e
@@ -152,12 +128,12 @@ _EVENT_STATE = {
 }
 
 
-def run_status(run_dir: str | Path) -> dict[str, Any]:
-    """Everything `mbtrain status` shows about one run, as a dict.
+def job_status(run_dir: str | Path) -> dict[str, Any]:
+    """Slurm's side of one run, as a dict.
 
-    Keys: run_dir, name, job_id, source ("slurm", "run_dir" or "none"), state, reason,
-    restarts, nodes, elapsed, time_limit, exit_code, and from the run directory step, loss,
-    bpb, val_bpb, bytes_per_s, eta_s, checkpoint (those that are known).
+    Keys: run_dir, name, job_id (None: never submitted), source ("slurm" while Slurm knows
+    the job, "run_dir" once it forgot it, "none"), and those that are known of state, reason,
+    restarts, nodes, elapsed, time_limit, exit_code.
     """
     run_dir = Path(run_dir).absolute()
     status: dict[str, Any] = {"run_dir": str(run_dir), "name": run_dir.name, "source": "none"}
@@ -194,54 +170,29 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
             status.update(
                 state="UNKNOWN", reason="job no longer known to Slurm and no events recorded"
             )
-    status.update(metrics_summary(run_dir))
-    status["checkpoint"] = latest_checkpoint(run_dir)
     return status
 
 
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        return "?"
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def _num(value: Any, fmt: str) -> str:
-    return format(value, fmt) if isinstance(value, (int, float)) else "-"
-
-
-def format_status(status: dict[str, Any]) -> str:
-    """A few readable lines for one `run_status` dict."""
+def format_job(status: dict[str, Any]) -> list[str]:
+    """The lines of `mbtrain status` about the job of one `job_status` dict: the run's name,
+    then its job's state (and restarts, nodes, time and exit code when Slurm knows them)."""
     lines = [f"{status['name']}  ({status['run_dir']})"]
     if status.get("job_id") is None:
         lines.append("  job:        never submitted")
-    else:
-        state = status.get("state") or "?"
-        reason = status.get("reason")
-        if reason and reason not in ("None", "(null)"):
-            state += f" ({reason})"
-        lines.append(f"  job:        {status['job_id']}  {state}")
-        if status.get("source") == "slurm":
-            lines.append(
-                f"  restarts:   {status.get('restarts', 0)}   nodes: {status.get('nodes') or '-'}   "
-                f"time: {status.get('elapsed') or '-'} / {status.get('time_limit') or '-'}"
-            )
-        if status.get("exit_code") not in (None, "0:0", 0):
-            lines.append(f"  exit code:  {status['exit_code']}")
-    if "step" in status:
-        rate = status.get("bytes_per_s")
+        return lines
+    state = status.get("state") or "?"
+    reason = status.get("reason")
+    if reason and reason not in ("None", "(null)"):
+        state += f" ({reason})"
+    lines.append(f"  job:        {status['job_id']}  {state}")
+    if status.get("source") == "slurm":
         lines.append(
-            f"  step:       {status['step']}   loss {_num(status.get('loss'), '.4f')}   "
-            f"bpb {_num(status.get('bpb'), '.4f')}   val bpb {_num(status.get('val_bpb'), '.4f')}"
+            f"  restarts:   {status.get('restarts', 0)}   nodes: {status.get('nodes') or '-'}   "
+            f"time: {status.get('elapsed') or '-'} / {status.get('time_limit') or '-'}"
         )
-        lines.append(
-            f"  speed:      {_num(rate / 1e6 if isinstance(rate, (int, float)) else None, '.3f')} MB/s   "
-            f"ETA {_duration(status.get('eta_s'))}"
-        )
-    else:
-        lines.append("  step:       no metrics yet")
-    lines.append(f"  checkpoint: {status.get('checkpoint') or 'none'}")
-    return "\n".join(lines)
+    if status.get("exit_code") not in (None, "0:0", 0):
+        lines.append(f"  exit code:  {status['exit_code']}")
+    return lines
 
 
 def cancel(run_dir: str | Path) -> list[str]:
@@ -292,18 +243,3 @@ def _finished(state: str | None) -> bool:
         "DEADLINE",
         "PREEMPTED",
     }
-
-
-def list_runs(root: str | Path, limit: int = 20) -> list[Path]:
-    """Run directories under `root` (those with slurm/jobs.jsonl or metrics.jsonl), newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    runs = []
-    for child in root.iterdir():
-        marks = [child / "slurm" / "jobs.jsonl", child / "metrics.jsonl"]
-        mtimes = [m.stat().st_mtime for m in marks if m.is_file()]
-        if mtimes:
-            runs.append((max(mtimes), child))
-    runs.sort(key=lambda t: t[0], reverse=True)
-    return [p for _, p in runs[:limit]]

@@ -19,12 +19,14 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import mbtrain
 from mbtrain.cluster.config import ClusterConfig
 from mbtrain.cluster.sbatch import render_prepare_script, render_train_script
 from mbtrain.errors import ConfigError, MbtrainError
 
 JOBS_FILE = "jobs.jsonl"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The `mbtrain` package this module belongs to: what `snapshot_code` copies (found from this
+file's own path: the cluster package imports nothing from the package above it)."""
 
 
 class SubmitError(MbtrainError):
@@ -48,12 +50,13 @@ def snapshot_code(run_dir: str | Path) -> Path:
     The copy is built next to the old one and swapped in, so a failed copy never leaves a
     half snapshot behind.
     """
-    package = Path(mbtrain.__file__).resolve().parent
     code = Path(run_dir).absolute() / "code"
     tmp = code.with_name("code.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(package, tmp / "mbtrain", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    pyproject = package.parent / "pyproject.toml"
+    shutil.copytree(
+        PACKAGE_DIR, tmp / "mbtrain", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    pyproject = PACKAGE_DIR.parent / "pyproject.toml"
     if pyproject.is_file():
         shutil.copy2(pyproject, tmp / "pyproject.toml")
     if code.exists():

@@ -3,9 +3,9 @@
 `run.name=exp-${oc.env:WANDB_API_KEY}` would put the key into config.yaml, the Slurm job
 name (which every user sees in squeue), the batch script and the wandb run name. Free text is
 written everywhere, so a value that reaches a free-text field from `${oc.env:...}` by any
-route is refused with the field and where it was set. Paths (`run.dir`, `data.*`,
-`checkpoint.resume`, `cluster.python`) and numbers may use the environment:
-`data.train: ${oc.env:SCRATCH}/corpus/train` is the usual cluster idiom.
+route is refused with the field and where it was set. Numbers, and the keys a schema lists
+in its `ENV_ALLOWED` (the run config: paths such as `run.dir`, `data.*`), may use the
+environment: `data.train: ${oc.env:SCRATCH}/corpus/train` is the usual cluster idiom.
 
 Two checks, and a field is refused if either finds the environment:
 - a probe: each free-text field is resolved with `oc.env` swapped for a resolver that returns
@@ -34,31 +34,34 @@ from typing import Any
 from omegaconf import Container, OmegaConf
 from omegaconf.resolvers import oc
 
-ENV_ALLOWED = ("run.dir", "data.", "checkpoint.resume", "cluster.python")
-"""Keys (or prefixes, ending in '.') whose values may come from the environment."""
-
 _ENV = re.compile(r"\$\{\s*oc\.env\s*:")
 _REF = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*\}")
 
 
-def env_allowed(key: str) -> bool:
-    return any(key.startswith(a) if a.endswith(".") else key == a for a in ENV_ALLOWED)
+def env_allowed(key: str, allowed: tuple[str, ...]) -> bool:
+    """Whether `key` is one of `allowed` (keys, or prefixes ending in '.')."""
+    return any(key.startswith(a) if a.endswith(".") else key == a for a in allowed)
 
 
-def free_text_keys(cls: type, prefix: str = "") -> list[str]:
-    """Dotted keys of str and list[str] fields (free text) outside ENV_ALLOWED."""
+def free_text_keys(
+    cls: type, prefix: str = "", allowed: tuple[str, ...] | None = None
+) -> list[str]:
+    """Dotted keys of str and list[str] fields (free text) of schema `cls`, except those its
+    `ENV_ALLOWED` (keys, or prefixes ending in '.') lets the environment feed."""
+    if allowed is None:
+        allowed = tuple(getattr(cls, "ENV_ALLOWED", ()))
     out = []
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
         tp = hints[f.name]
         if is_dataclass(tp):
-            out += free_text_keys(tp, key)
+            out += free_text_keys(tp, key, allowed)
             continue
         if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `str | None` is text
             tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
         text = tp is str or (typing.get_origin(tp) is list and typing.get_args(tp) == (str,))
-        if text and not env_allowed(key):
+        if text and not env_allowed(key, allowed):
             out.append(key)
     return out
 

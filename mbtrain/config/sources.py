@@ -27,7 +27,9 @@ class Layer:
     origins: dict[str, str] = field(default_factory=dict)
 
 
-def _node_to_python(node: yaml.Node, prefix: str, origin: str, origins: dict[str, str]) -> Any:
+def _node_to_python(
+    node: yaml.Node, prefix: str, origin: str, origins: dict[str, str], what: str = "recipe"
+) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -38,7 +40,7 @@ def _node_to_python(node: yaml.Node, prefix: str, origin: str, origins: dict[str
                     f"{origin}:{key_node.start_mark.line + 1}: key {dotted!r} appears twice"
                 )
             origins[dotted] = f"{origin}:{key_node.start_mark.line + 1}"
-            out[key] = _node_to_python(value_node, dotted, origin, origins)
+            out[key] = _node_to_python(value_node, dotted, origin, origins, what)
         return out
     # Scalars and sequences: let PyYAML's own (safe) constructor give them their types.
     try:
@@ -48,16 +50,17 @@ def _node_to_python(node: yaml.Node, prefix: str, origin: str, origins: dict[str
         # tags that would build objects.
         where = f"{origin}:{node.start_mark.line + 1}"
         raise ConfigError(
-            f"{where}: {prefix or 'value'}: tag {node.tag!r} is not allowed; a recipe holds "
+            f"{where}: {prefix or 'value'}: tag {node.tag!r} is not allowed; a {what} holds "
             "plain YAML values only (strings, numbers, booleans, lists, mappings)"
         ) from None
 
 
-def read_yaml_layer(path: str | Path) -> Layer:
-    """Parse one YAML file into a Layer, keeping `file:line` for every key."""
+def read_yaml_layer(path: str | Path, what: str = "recipe") -> Layer:
+    """Parse one YAML file into a Layer, keeping `file:line` for every key; `what` names the
+    kind of file in errors (a recipe, a corpus definition)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: recipe not found")
+        raise ConfigError(f"{path}: {what} not found")
     try:
         node = yaml.compose(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -69,9 +72,9 @@ def read_yaml_layer(path: str | Path) -> Layer:
     if node is None:
         return Layer({}, {})
     if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{path}:{node.start_mark.line + 1}: a recipe must be a mapping of keys")
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: a {what} must be a mapping of keys")
     origins: dict[str, str] = {}
-    values = _node_to_python(node, "", str(path), origins)
+    values = _node_to_python(node, "", str(path), origins, what)
     return Layer(values, origins)
 
 

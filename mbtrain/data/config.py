@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mbtrain.config.checks import Checks
+
 UTF8_POLICIES = ("fail", "skip", "replace")
 FORMATS = ("auto", "raw", "jsonl", "parquet", "arrow")
 ON_CHANGE = ("refuse", "restart")
+SHUFFLE_ALGOS = ("py1e", "py1br", "py1b", "py1s", "py2s", "naive")
 
 
 @dataclass
@@ -59,45 +62,39 @@ class PrepareConfig:
     local_dir: str | None = None
     """Staging directory for remote (`s3://`) outputs; a temporary directory if None."""
     progress: bool = True
-    """Show a tqdm progress bar (bytes read) per worker."""
+    """Show the input bytes this job has read on stderr: one tqdm bar on a terminal (drawn by
+    the parent process for all its workers), elsewhere (a Slurm log, a pipe) a plain line every
+    10 seconds."""
 
     def validate(self) -> list[str]:
         """Return every problem with this config, one message per problem."""
-        errs = []
-        if not self.inputs:
-            errs.append("prepare.inputs: give at least one file, directory or glob")
-        if not self.out:
-            errs.append("prepare.out: output directory or s3:// URL is required")
-        if self.seq_len < 1:
-            errs.append(f"prepare.seq_len: must be >= 1, got {self.seq_len}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            errs.append(f"prepare.val_fraction: must be in [0, 1), got {self.val_fraction}")
-        if self.utf8_errors not in UTF8_POLICIES:
-            errs.append(
-                f"prepare.utf8_errors: one of {list(UTF8_POLICIES)}, got {self.utf8_errors!r}"
-            )
-        if self.format not in FORMATS:
-            errs.append(f"prepare.format: one of {list(FORMATS)}, got {self.format!r}")
-        if self.workers < 1:
-            errs.append(f"prepare.workers: must be >= 1, got {self.workers}")
-        if self.worker_count < 1:
-            errs.append(f"prepare.worker_count: must be >= 1, got {self.worker_count}")
-        if not 0 <= self.worker_index < max(self.worker_count, 1):
-            errs.append(
-                f"prepare.worker_index: must be in [0, {self.worker_count}), got {self.worker_index}"
-            )
-        if self.size_limit < max(self.seq_len, 1) or self.size_limit >= 2**32:
-            errs.append(
-                f"prepare.size_limit: must be in [seq_len ({self.seq_len}), 2**32), got {self.size_limit}"
-            )
-        if self.compression and not _valid_compression(self.compression):
-            errs.append(
-                f"prepare.compression: one streaming reads: zstd[:1-22], gz[:0-9], br[:0-11], "
-                f"bz2[:1-9], snappy, or '' for none; got {self.compression!r}"
-            )
-        if list(self.hashes) != sorted(set(self.hashes)):
-            errs.append(f"prepare.hashes: must be unique and sorted, got {self.hashes}")
-        return errs
+        c = Checks("prepare")
+        c.require(bool(self.inputs), "inputs", "give at least one file, directory or glob")
+        c.require(bool(self.out), "out", "output directory or s3:// URL is required")
+        c.at_least("seq_len", self.seq_len, 1)
+        c.in_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
+        c.one_of("utf8_errors", self.utf8_errors, UTF8_POLICIES)
+        c.one_of("format", self.format, FORMATS)
+        c.at_least("workers", self.workers, 1)
+        if c.at_least("worker_count", self.worker_count, 1):
+            c.in_range("worker_index", self.worker_index, 0, self.worker_count, high_open=True)
+        c.require(
+            max(self.seq_len, 1) <= self.size_limit < 2**32,
+            "size_limit",
+            f"must be in [seq_len ({self.seq_len}), 2**32), got {self.size_limit}",
+        )
+        c.require(
+            not self.compression or _valid_compression(self.compression),
+            "compression",
+            "must be one streaming reads: zstd[:1-22], gz[:0-9], br[:0-11], bz2[:1-9], snappy, "
+            f"or '' for none; got {self.compression!r}",
+        )
+        c.require(
+            list(self.hashes) == sorted(set(self.hashes)),
+            "hashes",
+            f"must be unique and sorted, got {self.hashes}",
+        )
+        return c.errors
 
 
 @dataclass
@@ -130,34 +127,35 @@ class DataConfig:
 
     def validate(self) -> list[str]:
         """Return every problem with this config, one message per problem."""
-        errs = []
-        if not self.train and not self.mix:
-            errs.append("data.train: path of a prepared train split (e.g. out/train) is required")
+        c = Checks("data")
+        c.require(
+            bool(self.train or self.mix),
+            "train",
+            "path of a prepared train split (e.g. out/train) is required",
+        )
         for i, m in enumerate(self.mix):
             if not isinstance(m, dict) or not m.get("path"):
-                errs.append(f"data.mix[{i}]: needs a `path`, got {m!r}")
+                c.fail(f"mix[{i}]", f"needs a `path`, got {m!r}")
                 continue
-            unknown = set(m) - {"path", "proportion", "repeat", "choose"}
-            if unknown:
-                errs.append(
-                    f"data.mix[{i}]: unknown keys {sorted(unknown)}; valid: path, proportion, repeat, choose"
-                )
-            p = m.get("proportion")
-            if p is not None and (not isinstance(p, (int, float)) or p <= 0):
-                errs.append(f"data.mix[{i}].proportion: must be > 0, got {p!r}")
-        if self.num_workers < 0:
-            errs.append(f"data.num_workers: must be >= 0, got {self.num_workers}")
-        if self.shuffle_block_size is not None and self.shuffle_block_size < 1:
-            errs.append(f"data.shuffle_block_size: must be >= 1, got {self.shuffle_block_size}")
-        if self.shuffle_algo not in ("py1e", "py1br", "py1b", "py1s", "py2s", "naive"):
-            errs.append(
-                f"data.shuffle_algo: one of py1e, py1br, py1b, py1s, py2s, naive; got {self.shuffle_algo!r}"
+            unknown = sorted(set(m) - {"path", "proportion", "repeat", "choose"})
+            c.require(
+                not unknown,
+                f"mix[{i}]",
+                f"unknown keys {unknown}; valid: path, proportion, repeat, choose",
             )
-        if self.prefetch_factor < 1:
-            errs.append(f"data.prefetch_factor: must be >= 1, got {self.prefetch_factor}")
-        if self.on_change not in ON_CHANGE:
-            errs.append(f"data.on_change: one of {', '.join(ON_CHANGE)}; got {self.on_change!r}")
-        return errs
+            p = m.get("proportion")
+            c.require(
+                p is None or (isinstance(p, (int, float)) and p > 0),
+                f"mix[{i}].proportion",
+                f"must be > 0, got {p!r}",
+            )
+        c.at_least("num_workers", self.num_workers, 0)
+        if self.shuffle_block_size is not None:
+            c.at_least("shuffle_block_size", self.shuffle_block_size, 1)
+        c.one_of("shuffle_algo", self.shuffle_algo, SHUFFLE_ALGOS)
+        c.at_least("prefetch_factor", self.prefetch_factor, 1)
+        c.one_of("on_change", self.on_change, ON_CHANGE)
+        return c.errors
 
 
 _LEVELS = {"zstd": range(1, 23), "gz": range(0, 10), "br": range(0, 12), "bz2": range(1, 10)}

@@ -15,14 +15,8 @@ import os
 import uuid
 
 from mbtrain.data import storage
-from mbtrain.data.preparation import (
-    SPLITS,
-    PrepareResult,
-    add_stats,
-    empty_stats,
-    output_error,
-    part_name,
-)
+from mbtrain.data.output import output_error
+from mbtrain.data.parts import SPLITS, PrepareResult, add_stats, empty_stats, part_name
 from mbtrain.errors import DataError
 
 FORMAT = "mbtrain.bytes/1"

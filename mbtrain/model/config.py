@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from mbtrain.config.checks import Checks
+
 ARCHS = ("megabyte", "transformer")
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "swiglu")
@@ -120,80 +122,54 @@ class ModelConfig:
 
     def validate(self) -> list[str]:
         """Return every problem of this config as a message; empty when it is valid."""
-        errs: list[str] = []
-
-        def choice(name: str, choices: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in choices:
-                errs.append(f"model.{name}: must be one of {', '.join(choices)}, got {value!r}")
+        c = Checks("model")
 
         def positive(name: str) -> bool:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                errs.append(f"model.{name}: must be a positive integer, got {value!r}")
-                return False
-            return True
+            return c.integer(name, value) and c.above(name, value, 0)
 
-        def heads(head_name: str, width: int, width_desc: str) -> None:
-            h = getattr(self, head_name)
-            if width % h:
-                errs.append(f"model.{head_name}: must divide {width_desc} ({width}), got {h}")
-            elif self.pos == "rope" and (width // h) % 2:
-                errs.append(
-                    f"model.{head_name}: head dim {width_desc} / {head_name} = {width // h} "
-                    "must be even for pos: rope"
+        def heads(name: str, width: int, width_desc: str) -> None:
+            h = getattr(self, name)
+            if c.require(width % h == 0, name, f"must divide {width_desc} ({width}), got {h}"):
+                c.require(
+                    self.pos != "rope" or (width // h) % 2 == 0,
+                    name,
+                    f"head dim {width_desc} / {name} = {width // h} must be even for pos: rope",
                 )
 
-        choice("arch", ARCHS)
-        choice("norm", NORMS)
-        choice("activation", ACTIVATIONS)
-        choice("pos", POSITIONS)
+        c.one_of("arch", self.arch, ARCHS)
+        c.one_of("norm", self.norm, NORMS)
+        c.one_of("activation", self.activation, ACTIVATIONS)
+        c.one_of("pos", self.pos, POSITIONS)
         positive("seq_len")
         positive("loss_chunk_size")
-        if (
-            self.arch == "megabyte"
-            and isinstance(self.patch_size, int)
-            and not (
-                isinstance(self.local_context, int) and 0 <= self.local_context <= self.patch_size
+        if self.arch == "megabyte" and isinstance(self.patch_size, int):
+            c.require(
+                isinstance(self.local_context, int) and 0 <= self.local_context <= self.patch_size,
+                "local_context",
+                f"must be an integer in [0, model.patch_size ({self.patch_size})], "
+                f"got {self.local_context!r}",
             )
-        ):
-            errs.append(
-                f"model.local_context: must be an integer in [0, model.patch_size "
-                f"({self.patch_size})], got {self.local_context!r}"
-            )
-        if not isinstance(self.local_chunk, int) or self.local_chunk < 0:
-            errs.append(f"model.local_chunk: must be an integer >= 0, got {self.local_chunk!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            errs.append(f"model.dropout: must be in [0, 1), got {self.dropout}")
-        if self.mlp_ratio <= 0:
-            errs.append(f"model.mlp_ratio: must be > 0, got {self.mlp_ratio}")
-        if self.init_std <= 0:
-            errs.append(f"model.init_std: must be > 0, got {self.init_std}")
-        if self.norm_eps <= 0:
-            errs.append(f"model.norm_eps: must be > 0, got {self.norm_eps}")
-        if self.rope_theta <= 0:
-            errs.append(f"model.rope_theta: must be > 0, got {self.rope_theta}")
-
+        if c.integer("local_chunk", self.local_chunk):
+            c.at_least("local_chunk", self.local_chunk, 0)
+        c.in_range("dropout", self.dropout, 0, 1, high_open=True)
+        for name in ("mlp_ratio", "init_std", "norm_eps", "rope_theta"):
+            c.above(name, getattr(self, name), 0)
         if self.arch == "megabyte":
-            ok = [positive(n) for n in ("patch_size", "global_dim", "local_dim")]
-            ok += [positive(n) for n in ("global_layers", "global_heads", "local_layers")]
-            ok += [positive("local_heads")]
+            names = ("patch_size", "global_dim", "local_dim", "global_layers", "global_heads")
+            ok = [positive(n) for n in (*names, "local_layers", "local_heads")]
             if all(ok):
-                seq_ok = isinstance(self.seq_len, int) and self.seq_len > 0
-                if seq_ok and self.seq_len % self.patch_size:
-                    errs.append(
-                        f"model.patch_size: must divide model.seq_len ({self.seq_len}), "
-                        f"got {self.patch_size}"
+                if isinstance(self.seq_len, int) and self.seq_len > 0:
+                    c.require(
+                        self.seq_len % self.patch_size == 0,
+                        "patch_size",
+                        f"must divide model.seq_len ({self.seq_len}), got {self.patch_size}",
                     )
-                heads(
-                    "global_heads",
-                    self.global_width,
-                    "model.patch_size * model.global_dim",
-                )
+                heads("global_heads", self.global_width, "model.patch_size * model.global_dim")
                 heads("local_heads", self.local_dim, "model.local_dim")
         elif self.arch == "transformer" and all([positive(n) for n in ("dim", "layers", "heads")]):
             heads("heads", self.dim, "model.dim")
-        return errs
+        return c.errors
 
     def architecture(self) -> dict[str, Any]:
         """The keys that decide the weights' shapes and what they compute: a checkpoint of

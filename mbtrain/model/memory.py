@@ -30,6 +30,12 @@ here (a few percent of a block's total).
 `transient` is what exists only for a moment during backward: the gradient of the largest
 activation being propagated plus one chunk of logits (a few N x d). Real allocators add
 fragmentation on top: the benchmark compares the total with measured peaks.
+
+Ring attention (`ring`: the ring size of context parallelism) adds `ring_buffers`, also only
+for the time of one attention's backward: the held keys and values and the pair in flight
+(2 + 2 units of N_G x W / TP in the compute dtype), their float32 gradients travelling with
+them and the pair in flight (2 + 2 in float32) and the float32 query gradient (1); with
+document masking, one additive mask of a chunk pair, B x c x c (c = K / 2 ring).
 """
 
 from __future__ import annotations
@@ -49,10 +55,17 @@ class ActivationMemory:
     local_blocks: int
     around: int
     transient: int
+    ring_buffers: int = 0
 
     @property
     def total(self) -> int:
-        return self.global_blocks + self.local_blocks + self.around + self.transient
+        return (
+            self.global_blocks
+            + self.local_blocks
+            + self.around
+            + self.transient
+            + self.ring_buffers
+        )
 
 
 def block_units(cfg: ModelConfig, tensor: int = 1) -> float:
@@ -70,6 +83,7 @@ def activation_memory(
     *,
     tensor: int = 1,
     context: int = 1,
+    ring: int = 1,
     split_local: bool = True,
     checkpointing: bool | None = None,
 ) -> ActivationMemory:
@@ -83,8 +97,9 @@ def activation_memory(
         rebuilt = per_block if ckpt else 0
         around = n * d * dtype_bytes
         transient = rebuilt + 3 * n * d * dtype_bytes
+        buffers = _ring_buffers(cfg, b, n, d, tensor, ring, dtype_bytes)
         return ActivationMemory(
-            int(kept), 0, int(around), int(transient + _logits(cfg, b, context))
+            int(kept), 0, int(around), int(transient + _logits(cfg, b, context)), buffers
         )
     p, w, d_l = cfg.patch_size, cfg.patch_size * cfg.global_dim, cfg.local_dim
     n_g = b * (t // p) // context
@@ -104,7 +119,23 @@ def activation_memory(
     around = (2 * n_g * w + n_l * d_l) * dtype_bytes
     rebuilt = max(g_block if ckpt else 0, l_rebuilt)
     transient = rebuilt + 3 * max(n_g * w, n_l * d_l) * dtype_bytes + _logits(cfg, b, context)
-    return ActivationMemory(int(g_kept), int(l_kept), int(around), int(transient))
+    buffers = _ring_buffers(cfg, b, n_g, w, tensor, ring, dtype_bytes)
+    return ActivationMemory(int(g_kept), int(l_kept), int(around), int(transient), buffers)
+
+
+def _ring_buffers(
+    cfg: ModelConfig, b: int, n: int, width: int, tensor: int, ring: int, dtype_bytes: int
+) -> int:
+    """Ring attention's buffers during one attention's backward (see module docstring)."""
+    if ring <= 1:
+        return 0
+    units = n * width // tensor
+    buffers = 4 * units * dtype_bytes + 5 * units * 4
+    if cfg.doc_mask:
+        positions = cfg.seq_len // (cfg.patch_size if cfg.arch == "megabyte" else 1)
+        chunk = positions // (2 * ring)
+        buffers += b * chunk * chunk * dtype_bytes
+    return int(buffers)
 
 
 def _logits(cfg: ModelConfig, micro_batch: int, context: int = 1) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mbtrain.config.checks import Checks
+
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -21,11 +23,7 @@ class LoggingConfig:
     """Show a tqdm progress bar on the console of rank 0 (the log lines are always written)."""
 
     def validate(self) -> list[str]:
-        errors = []
-        if self.wandb not in WANDB_MODES:
-            errors.append(
-                f"logging.wandb: must be one of {', '.join(WANDB_MODES)}; got {self.wandb!r}"
-            )
-        if self.peak_flops < 0:
-            errors.append(f"logging.peak_flops: must be >= 0, got {self.peak_flops}")
-        return errors
+        c = Checks("logging")
+        c.one_of("wandb", self.wandb, WANDB_MODES)
+        c.at_least("peak_flops", self.peak_flops, 0)
+        return c.errors

@@ -35,6 +35,35 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
+TAIL_BYTES = 1 << 18
+"""Metrics lines are short: the last 256 KiB hold the latest training and eval rows."""
+
+
+def read_last_metrics(path: str | Path, tail_bytes: int = TAIL_BYTES) -> list[dict]:
+    """The rows of the end of a metrics file (a long run's file is read in milliseconds:
+    `mbtrain status` over many runs); the first, cut line is skipped."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - tail_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if size > tail_bytes:
+        lines = lines[1:]
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
 class MetricsWriter:
     def __init__(self, path: str | Path, resume_step: int = 0):
         self.path = Path(path)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import torch
 
-from mbtrain.data import storage
-
 # Dense (no sparsity) peak FLOP/s per GPU, by name fragment and precision.
 GPU_PEAKS = {
     "H200": {"bf16": 989e12, "fp32": 67e12},
@@ -111,8 +109,16 @@ def cached_matmul_flops(n: int, seconds: float, dtype) -> float:
         cache = _read_cache(path)
         cache[key] = max(best, cache.get(key, 0.0))
         with contextlib.suppress(OSError):
-            storage.write_json(str(path), cache)
+            _replace_json(path, cache)
     return best
+
+
+def _replace_json(path: Path, obj: dict) -> None:
+    """Write aside, then rename over `path`: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
 
 
 def device_peak_flops(device: str, precision: str) -> float:

@@ -7,8 +7,9 @@ package never imports torch.distributed. The order of its steps, and why:
 2. tensor parallelism on the full, seeded model: sharded linears slice the full weights, so
    the full model must exist first, and pipeline stages then hold already-sharded blocks;
 3. context parallelism (`context.py`) wraps the attention cores of the sharded blocks (so
-   its all-to-all splits the heads this tensor rank holds) and replaces the loss module by
-   one that computes this rank's span of every sequence;
+   its all-to-all splits the heads this tensor rank holds; a ring core inside the Ulysses
+   exchange with `parallel.context_ring`, `ring.py`) and replaces the loss module by one
+   that computes this rank's share of every sequence;
    or pipeline stages (DeepSpeed `PipelineModule`) over the sharded blocks (the two are
    exclusive: checked at config time);
 4. the caller hands the result to `deepspeed.initialize`, which adds ZeRO data parallelism
@@ -21,8 +22,7 @@ linears, `apply_tensor_parallel`, the local-model split), `pipeline` (the Pipeli
 its parameter names), `gather` (full weights of a live engine), `distributed` (process-group
 start-up). Reading and writing checkpoint files, resharding included, is `mbtrain.checkpoint`.
 
-Known limits: ZeRO-3 is supported with tensor parallelism for training but not for
-resharding or merging its checkpoints; with a pipeline, DeepSpeed's `train_batch` applies
+Known limits: with a pipeline, DeepSpeed's `train_batch` applies
 the update itself, so a non-finite loss stops the run instead of skipping the step, and
 ZeRO-0 reports no gradient norm.
 """
@@ -69,9 +69,7 @@ def apply_parallelism(
     if layout.context_enabled:
         from mbtrain.parallel.context import apply_context_parallel
 
-        ctx = groups.group("context")
-        module = apply_context_parallel(module, ctx.group, ctx.rank, ctx.size, layout.zero_stage)
-        return module, groups
+        return apply_context_parallel(module, groups, layout.zero_stage), groups
     if not layout.pipeline_enabled:
         return module, groups
     from mbtrain.parallel.pipeline import build_pipeline_module

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mbtrain.config.checks import Checks
+
 BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -18,8 +20,11 @@ class ParallelConfig:
     pipeline: int = 1
     """Pipeline stages over the global blocks (DeepSpeed PipelineModule)."""
     context: int = 1
-    """Context-parallel size: every sequence split into this many contiguous spans of patches,
-    one per rank (DeepSpeed-Ulysses all-to-all in the global attention)."""
+    """Context-parallel size: every sequence split over this many ranks, Ulysses x ring."""
+    context_ring: int = 1
+    """Of `context`, the ranks that pass keys and values around a ring (ring attention,
+    zigzag-balanced); the other factor, context / context_ring, exchanges heads by
+    DeepSpeed-Ulysses' all-to-all. Ring removes Ulysses' cap (heads per tensor rank)."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3 (a pipeline allows 0 or 1)."""
     backend: str = "auto"
@@ -28,21 +33,22 @@ class ParallelConfig:
     """With tensor > 1: split the K independent patches of the local model across TP ranks."""
 
     def validate(self) -> list[str]:
-        errors = []
-        if self.tensor < 1:
-            errors.append(f"parallel.tensor: must be >= 1, got {self.tensor}")
-        if self.pipeline < 1:
-            errors.append(f"parallel.pipeline: must be >= 1, got {self.pipeline}")
-        if self.context < 1:
-            errors.append(f"parallel.context: must be >= 1, got {self.context}")
-        if self.zero_stage not in (0, 1, 2, 3):
-            errors.append(f"parallel.zero_stage: must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.pipeline > 1 and self.zero_stage > 1:
-            errors.append(
-                f"parallel.zero_stage: DeepSpeed allows ZeRO 0 or 1 with a pipeline "
-                f"(parallel.pipeline={self.pipeline}), got {self.zero_stage}; "
-                "use parallel.zero_stage=1"
+        c = Checks("parallel")
+        for name in ("tensor", "pipeline", "context", "context_ring"):
+            c.at_least(name, getattr(self, name), 1)
+        if self.context_ring >= 1 and self.context >= 1:
+            c.require(
+                self.context % self.context_ring == 0,
+                "context_ring",
+                f"must divide parallel.context ({self.context}): context = Ulysses x ring; "
+                f"valid: {', '.join(str(d) for d in range(1, self.context + 1) if self.context % d == 0)}",
             )
-        if self.backend not in BACKENDS:
-            errors.append(f"parallel.backend: must be one of {', '.join(BACKENDS)}")
-        return errors
+        if c.one_of("zero_stage", self.zero_stage, (0, 1, 2, 3)) and self.pipeline > 1:
+            c.require(
+                self.zero_stage <= 1,
+                "zero_stage",
+                f"DeepSpeed allows ZeRO 0 or 1 with a pipeline (parallel.pipeline="
+                f"{self.pipeline}), got {self.zero_stage}; use parallel.zero_stage=1",
+            )
+        c.one_of("backend", self.backend, BACKENDS)
+        return c.errors

@@ -66,6 +66,10 @@ class ProcessGroups:
         self.coords = self.topology.get_coord(self.global_rank)
         for axes in self.GROUPS:
             self._groups[axes] = self._build(axes)
+        if layout.ring_enabled:
+            self._build_context_split()
+        else:  # the whole context group is Ulysses'; the ring is this rank alone
+            self._groups[("ulysses",)] = self._groups[("context",)]
 
     GROUPS: tuple[tuple[str, ...], ...] = tuple(
         dict.fromkeys([*((name,) for name, _ in AXES), WEIGHT_AXES, REPLICA_AXES])
@@ -73,17 +77,39 @@ class ProcessGroups:
 
     def _build(self, varying: tuple[str, ...]) -> _Group:
         """The groups of ranks that differ only along `varying` (each rank gets its own)."""
-        fixed = [name for name, _ in topology_axes(self.layout) if name not in varying]
-        sizes = {name: self.layout.size(name) for name, _ in topology_axes(self.layout)}
         mine = None
-        for key in itertools.product(*(range(sizes[f]) for f in fixed)):
-            where = dict(zip((_DS[f] for f in fixed), key))
-            ranks = sorted(self.topology.filter_match(**where))
+        for ranks in self._rank_lists(varying):
             group = dist.new_group(ranks=ranks)
             if self.global_rank in ranks:
                 mine = _Group(group, ranks, self.global_rank)
         assert mine is not None
         return mine
+
+    def _rank_lists(self, varying: tuple[str, ...]) -> list[list[int]]:
+        """Every group of ranks that differ only along `varying`, each sorted (the same list
+        on every rank: group creation is collective and in order)."""
+        fixed = [name for name, _ in topology_axes(self.layout) if name not in varying]
+        sizes = {name: self.layout.size(name) for name, _ in topology_axes(self.layout)}
+        out = []
+        for key in itertools.product(*(range(sizes[f]) for f in fixed)):
+            where = dict(zip((_DS[f] for f in fixed), key))
+            out.append(sorted(self.topology.filter_match(**where)))
+        return out
+
+    def _build_context_split(self) -> None:
+        """Ulysses x ring inside every context group: context rank c = ring rank x U + Ulysses
+        rank, so a Ulysses group is U neighbouring ranks (one node, for the all-to-all) and a
+        ring group takes every U-th."""
+        u, r = self.layout.ulysses, self.layout.context_ring
+        for context_ranks in self._rank_lists(("context",)):
+            for name, parts in (
+                ("ulysses", [context_ranks[i * u : (i + 1) * u] for i in range(r)]),
+                ("ring", [context_ranks[i::u] for i in range(u)]),
+            ):
+                for ranks in parts:
+                    group = dist.new_group(ranks=ranks)
+                    if self.global_rank in ranks:
+                        self._groups[(name,)] = _Group(group, ranks, self.global_rank)
 
     def group(self, *axes: str) -> _Group:
         return self._groups[tuple(axes)]

@@ -6,7 +6,8 @@ rank order, so the fastest axis's groups are neighbouring ranks, i.e. one node):
     pipeline   stages of the global blocks           (DeepSpeed name "pipe")
     data       replicas that see different samples   ("data"; its size follows from the
                                                        world size, the others are set)
-    context    spans of every sequence               ("context"; see context.py)
+    context    spans of every sequence               ("context"; Ulysses x ring, see
+                                                       context.py and ring.py)
     tensor     shards of the global model's weights  ("model")
 
 Everything else is derived here and nowhere else: the data-parallel size, which axes are in
@@ -47,7 +48,9 @@ class ParallelLayout:
     pipeline: int = 1
     """Pipeline stages over the global blocks."""
     context: int = 1
-    """Context-parallel size: each sequence split into this many contiguous spans."""
+    """Context-parallel size: each sequence split over this many ranks (Ulysses x ring)."""
+    context_ring: int = 1
+    """Of `context`, the ring attention ranks (the rest, `ulysses`, exchange heads)."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage: how optimizer state is partitioned over the data axis."""
 
@@ -56,7 +59,12 @@ class ParallelLayout:
     def from_config(cls, cfg: Any, world_size: int) -> ParallelLayout:
         """From the `parallel.*` section (a ParallelConfig) and the launcher's world size."""
         set_axes = {name: getattr(cfg, name) for name, _ in AXES if name != "data"}
-        return cls(world_size=world_size, zero_stage=cfg.zero_stage, **set_axes)
+        return cls(
+            world_size=world_size,
+            zero_stage=cfg.zero_stage,
+            context_ring=getattr(cfg, "context_ring", 1),
+            **set_axes,
+        )
 
     def size(self, axis: str) -> int:
         return self.data if axis == "data" else getattr(self, axis)
@@ -106,6 +114,15 @@ class ParallelLayout:
         return self.context > 1
 
     @property
+    def ring_enabled(self) -> bool:
+        return self.context_ring > 1
+
+    @property
+    def ulysses(self) -> int:
+        """The context ranks that exchange heads by all-to-all (context / context_ring)."""
+        return self.context // max(1, self.context_ring)
+
+    @property
     def model_parallel_enabled(self) -> bool:
         """Any axis besides data (the run needs its own process groups for DeepSpeed)."""
         return self.ranks_per_replica > 1
@@ -116,19 +133,21 @@ class ParallelLayout:
         return self.weight_shards > 1
 
     # ----------------------------------------------------------------- checkpoints
-    MARKER_KEYS = (*(name for name, _ in AXES), "zero_stage")
+    MARKER_KEYS = (*(name for name, _ in AXES), "context_ring", "zero_stage")
 
     def marker(self) -> dict[str, int]:
         """The layout as a checkpoint's marker records it."""
         return {k: self.size(k) if k in dict(AXES) else getattr(self, k) for k in self.MARKER_KEYS}
 
+    # A key an older checkpoint lacks is an axis it did not use: size 1, or ZeRO 0.
+    _MARKER_DEFAULTS = {"zero_stage": 0}
+
     @staticmethod
     def saved(info: dict) -> dict[str, int]:
         """The layout keys of a checkpoint's marker; a key an older checkpoint lacks is an axis
         it did not use (size 1) or ZeRO 0."""
-        return {
-            k: int(info.get(k, 0 if k == "zero_stage" else 1)) for k in ParallelLayout.MARKER_KEYS
-        }
+        defaults = ParallelLayout._MARKER_DEFAULTS
+        return {k: int(info.get(k, defaults.get(k, 1))) for k in ParallelLayout.MARKER_KEYS}
 
     def differs_from(self, info: dict) -> bool:
         """True when a checkpoint was saved with another layout (it must be resharded)."""
@@ -140,6 +159,8 @@ class ParallelLayout:
 
     def describe(self) -> str:
         axes = " x ".join(f"{name} {self.size(name)}" for name, _ in AXES)
+        if self.ring_enabled:
+            axes += f" (context: Ulysses {self.ulysses} x ring {self.context_ring})"
         return f"{axes}, ZeRO-{self.zero_stage}"
 
     # ----------------------------------------------------------------- checks
@@ -190,18 +211,36 @@ class ParallelLayout:
         stride = model.patch_size if model.arch == "megabyte" else 1
         positions = model.seq_len // stride
         what = "K = model.seq_len / model.patch_size" if stride > 1 else "model.seq_len"
-        if positions % self.context:
+        # Ring attention cuts the sequence into 2 x ring chunks (zigzag), each shared by the
+        # Ulysses ranks: K must split into 2 x context equal pieces; Ulysses alone needs context.
+        pieces = 2 * self.context if self.ring_enabled else self.context
+        if positions % pieces:
+            valid = [
+                d for d in _divisors(positions) if not self.ring_enabled or positions % (2 * d) == 0
+            ]
             errors.append(
-                f"parallel.context ({self.context}) must divide {what} ({positions}): each "
-                f"rank holds K/context whole positions; valid sizes: "
-                f"{', '.join(map(str, _divisors(positions)))}"
+                f"parallel.context ({self.context}) must divide {what} ({positions})"
+                + (
+                    " into 2 x context equal chunks (ring attention's zigzag)"
+                    if self.ring_enabled
+                    else ""
+                )
+                + f": each rank holds whole positions; valid sizes: {', '.join(map(str, valid))}"
             )
-        if heads % self.tensor == 0 and (heads // self.tensor) % self.context:
+        if heads % self.tensor == 0 and (heads // self.tensor) % self.ulysses:
             per = heads // self.tensor
+            ring_sizes = [d for d in _divisors(self.context) if per % (self.context // d) == 0]
             errors.append(
                 f"{prefix}_heads per tensor rank ({heads} / parallel.tensor {self.tensor} = "
-                f"{per}) must be divisible by parallel.context ({self.context}) for Ulysses' "
-                f"all-to-all over heads; valid context sizes: {', '.join(map(str, _divisors(per)))}"
+                f"{per}) must be divisible by the Ulysses size (parallel.context {self.context} / "
+                f"parallel.context_ring {self.context_ring} = {self.ulysses}) for its all-to-all "
+                f"over heads; valid context_ring for this context: {', '.join(map(str, ring_sizes))}"
+            )
+        if self.ring_enabled and getattr(model, "dropout", 0.0) > 0:
+            errors.append(
+                f"model.dropout ({model.dropout}): attention dropout is not supported across "
+                f"ring attention's blocks (parallel.context_ring {self.context_ring}); set "
+                "model.dropout=0 or parallel.context_ring=1"
             )
         return errors
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mbtrain.config.checks import Checks
+
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 NONFINITE_POLICIES = ("skip", "stop")
@@ -63,21 +65,18 @@ class TrainConfig:
         return self.micro_batch_size * self.grad_accum * data_parallel
 
     def validate(self) -> list[str]:
-        errors = []
+        c = Checks("train")
         for name in ("steps", "micro_batch_size", "grad_accum", "log_every", "eval_batches"):
-            if getattr(self, name) < 1:
-                errors.append(f"train.{name}: must be >= 1, got {getattr(self, name)}")
+            c.at_least(name, getattr(self, name), 1)
         for name in ("global_batch_size", "eval_every", "sample_bytes", "max_nonfinite_skips"):
-            if getattr(self, name) < 0:
-                errors.append(f"train.{name}: must be >= 0, got {getattr(self, name)}")
-        _choice(errors, "train.precision", self.precision, PRECISIONS)
-        _choice(errors, "train.device", self.device, DEVICES)
-        _choice(errors, "train.on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
-        if self.watchdog_factor <= 1:
-            errors.append(f"train.watchdog_factor: must be > 1, got {self.watchdog_factor}")
-        if self.watchdog_exit_s < 0:
-            errors.append(f"train.watchdog_exit_s: must be >= 0, got {self.watchdog_exit_s}")
-        return errors
+            c.at_least(name, getattr(self, name), 0)
+        c.one_of("precision", self.precision, PRECISIONS)
+        c.one_of("device", self.device, DEVICES)
+        c.one_of("on_nonfinite", self.on_nonfinite, NONFINITE_POLICIES)
+        c.above("watchdog_factor", self.watchdog_factor, 1)
+        c.at_least("watchdog_min_s", self.watchdog_min_s, 0)
+        c.at_least("watchdog_exit_s", self.watchdog_exit_s, 0)
+        return c.errors
 
 
 @dataclass
@@ -104,25 +103,19 @@ class OptimConfig:
     """Steps over which lr decays (0: train.steps)."""
 
     def validate(self) -> list[str]:
-        errors = []
-        if self.lr <= 0:
-            errors.append(f"optim.lr: must be > 0, got {self.lr}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            errors.append(f"optim.betas: must be two numbers in [0, 1), got {self.betas}")
-        if self.weight_decay < 0:
-            errors.append(f"optim.weight_decay: must be >= 0, got {self.weight_decay}")
-        if self.grad_clip < 0:
-            errors.append(f"optim.grad_clip: must be >= 0, got {self.grad_clip}")
-        _choice(errors, "optim.schedule", self.schedule, SCHEDULES)
-        if self.warmup_steps < 0 or self.decay_steps < 0:
-            errors.append("optim.warmup_steps / optim.decay_steps: must be >= 0")
-        if not 0 <= self.min_lr_ratio <= 1:
-            errors.append(f"optim.min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio}")
-        if self.power <= 0:
-            errors.append(f"optim.power: must be > 0, got {self.power}")
-        return errors
-
-
-def _choice(errors: list[str], key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        errors.append(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+        c = Checks("optim")
+        c.above("lr", self.lr, 0)
+        c.require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas",
+            f"must be two numbers in [0, 1), got {self.betas}",
+        )
+        c.above("eps", self.eps, 0)
+        c.at_least("weight_decay", self.weight_decay, 0)
+        c.at_least("grad_clip", self.grad_clip, 0)
+        c.one_of("schedule", self.schedule, SCHEDULES)
+        c.at_least("warmup_steps", self.warmup_steps, 0)
+        c.at_least("decay_steps", self.decay_steps, 0)
+        c.in_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        c.above("power", self.power, 0)
+        return c.errors

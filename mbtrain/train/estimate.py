@@ -124,7 +124,12 @@ def estimate_rank(
     replicas = layout.world_size // max(1, layout.weight_shards)
     weights, grads, optim = state_bytes(params, train.precision, layout.zero_stage, replicas)
     dtype_bytes = 2 if train.precision == "bf16" else 4
-    kw = dict(tensor=layout.tensor, context=layout.context, split_local=split_local)
+    kw = dict(
+        tensor=layout.tensor,
+        context=layout.context,
+        ring=layout.context_ring,
+        split_local=split_local,
+    )
     act = activation_memory(model, train.micro_batch_size, dtype_bytes, **kw)
     other = activation_memory(
         model,
@@ -169,6 +174,11 @@ def format_estimate(est: RankEstimate, device_memory: int | None, ckpt: bool) ->
         f"activations per micro-batch ({'with' if ckpt else 'without'} activation "
         f"checkpointing): {_gib(a.total)} (global blocks {_gib(a.global_blocks)}, local "
         f"blocks {_gib(a.local_blocks)}, around {_gib(a.around)}, transient {_gib(a.transient)})",
+        *(
+            [f"  ring attention buffers (in the activations): {_gib(a.ring_buffers)}"]
+            if a.ring_buffers
+            else []
+        ),
         f"  {'without' if ckpt else 'with'} activation checkpointing: {_gib(o.total)}",
         f"framework (CUDA/NCCL or interpreter): {_gib(est.framework)}",
         *(

@@ -129,11 +129,33 @@ class RunDirLock:
             self._exclusive_file = False
 
 
+def _flock_holders(path: Path) -> list[int] | None:
+    """Pids holding a flock on `path`, read from /proc/locks without taking the lock (taking
+    it, even for a moment, would refuse a trainer starting at that moment); None where the
+    kernel does not say (not Linux, or a file system whose locks it does not list)."""
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields or len(fields) < 6:
+            continue  # a waiter, not a holder
+        if fields[1] == "FLOCK" and fields[5] == where:
+            pids.append(int(fields[4]))
+    return pids
+
+
 def run_dir_in_use(run_dir: str | Path) -> str | None:
     """Who trains in `run_dir` right now (a description), or None if nobody does."""
     lock = RunDirLock(run_dir)
     if not lock.path.exists() and not lock.path.with_name(LOCK_NAME + ".excl").exists():
         return None
+    if lock.path.exists() and (holders := _flock_holders(lock.path)) is not None:
+        return _holder_text(lock.path) if holders else None
     try:
         lock.acquire()
     except RunDirLocked:

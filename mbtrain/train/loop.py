@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mbtrain.checkpoint.export import export_from_engine
-from mbtrain.config import RunConfig
 from mbtrain.errors import DataError
 from mbtrain.train import pipeline_step, step
+from mbtrain.train.run_config import RunConfig
 from mbtrain.train.setup import setup_run
 from mbtrain.train.signals import StopExit, resume_hint
 from mbtrain.train.step import StepResult

@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 from mbtrain import errors
 from mbtrain.checkpoint.manager import agree
-from mbtrain.config import RunConfig, check_layout
 from mbtrain.data.splits import check_data
 from mbtrain.errors import MbtrainError
 from mbtrain.parallel import ParallelLayout
 from mbtrain.train.resume import ResumePlan, check_resumable, plan_resume
+from mbtrain.train.run_config import RunConfig, check_layout
 
 T = TypeVar("T")
 

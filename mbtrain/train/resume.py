@@ -29,14 +29,14 @@ from typing import Any
 
 from mbtrain.checkpoint.config import CheckpointConfig
 from mbtrain.checkpoint.integrity import checkpoint_problem
-from mbtrain.checkpoint.layout import (
+from mbtrain.checkpoint.manager import CheckpointManager, agree, first_problem
+from mbtrain.checkpoint.paths import (
     abandoned_tags,
     read_marker,
     resolve_checkpoint,
     resume_candidates,
     set_aside,
 )
-from mbtrain.checkpoint.manager import CheckpointManager, agree, first_problem
 from mbtrain.checkpoint.reshard import load_resharded
 from mbtrain.data.config import DataConfig
 from mbtrain.data.splits import describe_identity_change

@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from mbtrain.config import RunConfig, check_layout
 from mbtrain.parallel.distributed import init_distributed
 from mbtrain.train import pipeline_step, step
 from mbtrain.train.engine import TrainEngine, build_engine
 from mbtrain.train.host_memory import keep_freed_memory
 from mbtrain.train.nonfinite import NonFinitePolicy
+from mbtrain.train.run_config import RunConfig, check_layout
 from mbtrain.train.state import TrainState
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from mbtrain.checkpoint.manager import CheckpointManager, agree, first_problem
-from mbtrain.config import RunConfig, config_to_dict, save_config
 from mbtrain.data import build_loader
 from mbtrain.model import flops_per_byte
 from mbtrain.monitor.peak import device_peak_flops
@@ -36,6 +35,7 @@ from mbtrain.train.lock import RunDirLock, RunDirLocked
 from mbtrain.train.nonfinite import NonFinitePolicy
 from mbtrain.train.preflight import Preflight, checkpoints_root, preflight
 from mbtrain.train.resume import load_resume
+from mbtrain.train.run_config import RunConfig, config_to_dict, save_config
 from mbtrain.train.signals import StopRequest
 from mbtrain.train.state import TrainState
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mbtrain.checkpoint.integrity import checkpoint_problem
-from mbtrain.checkpoint.layout import COMPLETE_MARKER, LATEST, tag_for_step
+from mbtrain.checkpoint.paths import COMPLETE_MARKER, LATEST, tag_for_step
 from mbtrain.checkpoint.serialization import load_torch_file, trusted_classes
 from mbtrain.errors import CheckpointError
 from mbtrain.monitor.metrics import read_metrics
@@ -247,3 +247,21 @@ def test_a_file_outside_the_marker_list_is_never_opened(tiny_args, tmp_path):
     run(1, [*args, f"run.dir={run_dir}", "train.steps=3"], tmp_path / "logs1")
     assert f"resumed from {ckpt} at step 2" in read_logs(tmp_path / "logs1")
     assert not marker_file.exists()
+
+
+def test_non_finite_weights_are_never_published(tiny_args, tmp_path):
+    """Finite settings that blow the weights up in one update (decoupled weight decay of
+    lr x wd = 1e60): the next save finds them non-finite on every rank, refuses, and names the
+    last complete checkpoint; `latest` never points at the diverged model."""
+    run_dir = tmp_path / "run"
+    args = [*tiny_args, f"run.dir={run_dir}", "train.steps=4", "checkpoint.every=2",
+            "optim.warmup_steps=0"]  # fmt: skip
+    run(1, [*args, "train.steps=2"], tmp_path / "good")
+    log_dir = tmp_path / "diverged"
+    run(1, [*args, "optim.lr=1e30", "optim.weight_decay=1e30"], log_dir, expect=1)
+    log = read_logs(log_dir)
+    assert "checkpoint of step 4 not written: the weights are not finite" in log, log
+    assert f"the last complete checkpoint is {run_dir / 'checkpoints' / tag_for_step(2)}" in log
+    root = run_dir / "checkpoints"
+    assert (root / LATEST).read_text().strip() == tag_for_step(2)
+    assert not (root / tag_for_step(4) / COMPLETE_MARKER).exists()

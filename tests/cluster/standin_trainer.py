@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from mbtrain.checkpoint.layout import COMPLETE_MARKER, step_of_tag, tag_for_step  # no torch
+from mbtrain.checkpoint.paths import COMPLETE_MARKER, step_of_tag, tag_for_step  # no torch
 
 run_dir, steps, step_s = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 hang_once = len(sys.argv) > 4 and sys.argv[4] == "HANG_ONCE"

@@ -105,7 +105,7 @@ def test_every_field_has_a_docstring():
         assert src[i + 1].strip().startswith('"""'), f.name
 
 
-def test_time_limit_is_normalised_or_refused(tmp_path):
+def test_time_limit_is_normalised_or_refused(tmp_path, tiny_dataset):
     assert ClusterConfig(time="1-02:03:04").time_limit == "1-02:03:04"
     assert ClusterConfig(time="30:00:00").time_limit == "1-06:00:00"
     errors = ClusterConfig(time="\n01:00:00").validate()
@@ -121,7 +121,8 @@ def test_time_limit_is_normalised_or_refused(tmp_path):
     # On the command line it is a time, as the user means it.
     out = subprocess.run(
         [sys.executable, "-m", "mbtrain.cli.main", "submit", str(recipe), "cluster.time=12:00:00",
-         f"run.dir={tmp_path / 'run'}", "--dry-run"],
+         f"data.train={tiny_dataset}/train", "model.seq_len=128", f"run.dir={tmp_path / 'run'}",
+         "--dry-run"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0 and "#SBATCH --time=12:00:00\n" in out.stdout, out.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.checkpoint.layout import tag_for_step
+from mbtrain.checkpoint.paths import tag_for_step
 from mbtrain.cluster.config import ClusterConfig
 from mbtrain.cluster.sbatch import render_train_script, safe_job_name
 from mbtrain.cluster.submit import submit, submit_prepare_array
@@ -286,14 +286,11 @@ def test_term_forwarded_as_usr1_and_early_signal_kept(tmp_path, fake_slurm):
 
 def test_prepare_slurm_dry_run(tmp_path, monkeypatch):
     """`mbtrain prepare --slurm --dry-run`: relative paths made absolute, array + merge scripts."""
-    from mbtrain.cluster.prepare import cluster_config_from_pairs, submit_prepare
+    from mbtrain.cluster.prepare import submit_prepare
     from mbtrain.data.config import PrepareConfig
 
     monkeypatch.chdir(tmp_path)
-    cluster = cluster_config_from_pairs(["time=00:30:00", "partition=cpu"], cpus_per_task=4)
-    assert (cluster.time, cluster.partition, cluster.cpus_per_task) == ("00:30:00", "cpu", 4)
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        cluster_config_from_pairs(["bogus=1"])
+    cluster = ClusterConfig(time="00:30:00", partition="cpu", cpus_per_task=4)
     cfg = PrepareConfig(inputs=["raw/*.txt"], out="out/ds", seq_len=64, worker_count=3, workers=4)
     array, merge = submit_prepare(cfg, cluster_cfg=cluster, python="py", dry_run=True)
     corpus = tmp_path / "out" / "ds.slurm" / "prepare.yaml"

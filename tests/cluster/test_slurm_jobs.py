@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.checkpoint.layout import COMPLETE_MARKER, step_of_tag
+from mbtrain.checkpoint.paths import step_of_tag
+from mbtrain.cli.cluster import format_status, run_status
 from mbtrain.cluster.config import ClusterConfig
-from mbtrain.cluster.status import cancel, format_status, run_status
+from mbtrain.cluster.status import cancel
 from mbtrain.cluster.submit import read_jobs, submit, submit_prepare_array
 
 pytestmark = pytest.mark.slurm
@@ -154,12 +155,16 @@ def test_hung_step_exit_76_is_requeued(slurm_cluster, tmp_path, wait_job, job_ou
     assert (run_dir / "finished").exists()
 
 
-def test_submit_refuses_while_a_job_of_the_run_is_in_slurm(slurm_cluster, tmp_path, wait_job):
+def test_submit_refuses_while_a_job_of_the_run_is_in_slurm(
+    slurm_cluster, tmp_path, wait_job, tiny_dataset
+):
     """`mbtrain submit` would replace code/ and config.yaml under a queued or running job."""
     run_dir = tmp_path / "busy"
     job_id = submit(run_dir, CPU, ["sleep", "300"], job_name="busy", sbatch_args=["--hold"])
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"data:\n  train: x\nrun:\n  dir: {run_dir}\n")
+    recipe.write_text(
+        f"model:\n  seq_len: 128\ndata:\n  train: {tiny_dataset}/train\nrun:\n  dir: {run_dir}\n"
+    )
     cmd = [sys.executable, "-m", "mbtrain.cli.main", "submit", str(recipe)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -191,36 +196,6 @@ def test_status_pending_failed_and_cancel(slurm_cluster, tmp_path, wait_job):
     assert rec["JobState"] == "FAILED" and rec["ExitCode"] == "3:0"
     status = run_status(failed)
     assert status["state"] == "FAILED" and "exit code:  3:0" in format_status(status)
-
-
-def test_status_without_slurm_record(tmp_path):
-    """Once Slurm forgot the job, the run directory alone answers."""
-    run_dir = tmp_path / "old"
-    (run_dir / "slurm").mkdir(parents=True)
-    (run_dir / "slurm" / "jobs.jsonl").write_text(
-        json.dumps({"job_id": "99999999", "kind": "train"}) + "\n"
-    )
-    (run_dir / "slurm" / "events.jsonl").write_text(
-        json.dumps({"job_id": "99999999", "restart": 1, "action": "done", "rc": 0}) + "\n"
-    )
-    (run_dir / "metrics.jsonl").write_text(
-        '{"step": 10, "loss": 2.5, "bpb": 3.6, "bytes_per_s": 5e6, "eta_s": 0}\n'
-        '{"step": 10, "val_bpb": 3.7}\n'
-    )
-    (run_dir / "checkpoints" / "step00000010").mkdir(parents=True)
-    (run_dir / "checkpoints" / "step00000010" / COMPLETE_MARKER).write_text("{}")
-    (run_dir / "checkpoints" / "step00000011").mkdir()  # a save cut short: no marker
-    (run_dir / "checkpoints" / "latest").write_text("step00000011\n")
-    status = run_status(run_dir)
-    assert status["source"] == "run_dir" and status["state"] == "COMPLETED"
-    assert (status["step"], status["loss"], status["val_bpb"], status["checkpoint"]) == (
-        10,
-        2.5,
-        3.7,
-        "step00000010",
-    )
-    text = format_status(status)
-    assert "5.000 MB/s" in text and "step00000010" in text
 
 
 def test_prepare_array_then_merge(slurm_cluster, tmp_path, wait_job, job_output):

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from mbtrain.cli.cluster import run_status
 from mbtrain.cli.main import main as cli_main
-from mbtrain.cluster.status import run_status, slurm_job
+from mbtrain.cluster.status import slurm_job
 from mbtrain.cluster.submit import read_jobs
 from mbtrain.monitor.metrics import read_metrics
 
@@ -137,7 +138,7 @@ def data(tmp_path_factory) -> Path:
 def jobs(slurm_cluster, data, tmp_path_factory) -> dict:
     """Submit every job of this module at once; tests then wait for their own."""
     from mbtrain.cluster.submit import submit
-    from mbtrain.config import load_config, save_config
+    from mbtrain.train.run_config import load_config, save_config
 
     root = tmp_path_factory.mktemp("runs")
     t0 = time.monotonic()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.cluster.cli import _refuse_if_busy
+from mbtrain.cli.cluster import _refuse_if_busy
 from mbtrain.cluster.config import ClusterConfig
 from mbtrain.cluster.status import SlurmUnavailable, active_jobs
 from mbtrain.cluster.submit import SubmitError, submit, submit_prepare_array
@@ -41,10 +41,18 @@ def _bin(tmp_path: Path, **scripts: str) -> Path:
     return d
 
 
-def _recipe(tmp_path: Path, run_dir: Path) -> Path:
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"data:\n  train: x\nrun:\n  dir: {run_dir}\n")
-    return recipe
+@pytest.fixture
+def recipe(tmp_path, tiny_dataset):
+    """`recipe(run_dir) -> path`: a recipe of `run_dir` on the tiny dataset (submit checks it
+    before it asks Slurm anything)."""
+
+    def write(run_dir: Path) -> Path:
+        path = tmp_path / "r.yaml"
+        model = "model:\n  seq_len: 128\n"
+        path.write_text(f"{model}data:\n  train: {tiny_dataset}/train\nrun:\n  dir: {run_dir}\n")
+        return path
+
+    return write
 
 
 def _mbtrain(*args: str, path: str) -> subprocess.CompletedProcess:
@@ -60,10 +68,10 @@ def _record(run_dir: Path, job_id: str) -> None:
         f.write(json.dumps({"job_id": job_id, "kind": "train"}) + "\n")
 
 
-def test_nothing_is_written_without_sbatch(tmp_path, monkeypatch):
+def test_nothing_is_written_without_sbatch(tmp_path, monkeypatch, recipe):
     run_dir = tmp_path / "run"
     empty = _bin(tmp_path)  # no sbatch, no scontrol
-    out = _mbtrain("submit", str(_recipe(tmp_path, run_dir)), path=str(empty))
+    out = _mbtrain("submit", str(recipe(run_dir)), path=str(empty))
     assert out.returncode == 1, out.stderr
     assert "sbatch not found" in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
@@ -87,14 +95,14 @@ def test_nothing_is_written_without_sbatch(tmp_path, monkeypatch):
     ],
     ids=["no-controller", "silent-failure", "answers", "missing"],
 )
-def test_submit_refuses_when_slurm_cannot_be_asked(tmp_path, scontrol, why):
+def test_submit_refuses_when_slurm_cannot_be_asked(tmp_path, recipe, scontrol, why):
     """A recorded job and a Slurm that cannot say whether it is over: refuse, write nothing."""
     run_dir = tmp_path / "run"
     _record(run_dir, "4242")
     tools = {"sbatch": "echo 99; exit 0"}
     if scontrol is not None:
         tools["scontrol"] = scontrol
-    out = _mbtrain("submit", str(_recipe(tmp_path, run_dir)), path=str(_bin(tmp_path, **tools)))
+    out = _mbtrain("submit", str(recipe(run_dir)), path=str(_bin(tmp_path, **tools)))
     assert out.returncode == 1, out.stdout + out.stderr
     err = out.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -107,7 +115,7 @@ def test_submit_refuses_when_slurm_cannot_be_asked(tmp_path, scontrol, why):
     assert [p.name for p in (run_dir / "slurm").iterdir()] == ["jobs.jsonl"]
 
 
-def test_submit_force_and_unknown_job_go_ahead(tmp_path):
+def test_submit_force_and_unknown_job_go_ahead(tmp_path, recipe):
     """`--force` skips the question; Slurm saying "Invalid job id" means the job is over."""
     run_dir = tmp_path / "run"
     _record(run_dir, "4242")
@@ -119,7 +127,7 @@ def test_submit_force_and_unknown_job_go_ahead(tmp_path):
     ):
         shutil.rmtree(tmp_path / "bin", ignore_errors=True)
         bin_dir = _bin(tmp_path, scontrol=scontrol, sbatch=sbatch)
-        out = _mbtrain("submit", str(_recipe(tmp_path, run_dir)), *extra, path=str(bin_dir))
+        out = _mbtrain("submit", str(recipe(run_dir)), *extra, path=str(bin_dir))
         assert out.returncode == 0, out.stderr
         assert "submitted job 99" in out.stdout
     assert (run_dir / "config.yaml").is_file() and len(log.read_text().splitlines()) == 2
@@ -139,17 +147,17 @@ def test_scontrol_that_hangs_is_a_refusal(tmp_path, monkeypatch):
 
 
 @pytest.mark.slurm
-def test_real_slurm_busy_unknown_and_broken(slurm_cluster, tmp_path, wait_job):
+def test_real_slurm_busy_unknown_and_broken(slurm_cluster, tmp_path, wait_job, recipe):
     """On the local cluster: a held job refuses; a failing scontrol refuses (it used to read
     as "job unknown" and let a second job in); a job Slurm never had lets submit go ahead."""
     run_dir = tmp_path / "busy"
     job_id = submit(run_dir, CPU, ["sleep", "300"], job_name="busy", sbatch_args=["--hold"])
-    recipe = _recipe(tmp_path, run_dir)
+    recipe_path = recipe(run_dir)
     path = os.environ["PATH"]
     try:
         assert active_jobs(run_dir) == [(job_id, "PENDING")]
         broken = _bin(tmp_path, scontrol="echo 'scontrol: error: broken' >&2; exit 1")
-        out = _mbtrain("submit", str(recipe), path=f"{broken}:{path}")
+        out = _mbtrain("submit", str(recipe_path), path=f"{broken}:{path}")
         assert out.returncode == 1 and "cannot ask Slurm" in out.stderr, out.stderr
         assert "scontrol: error: broken" in out.stderr and "--force" in out.stderr
         assert not (run_dir / "config.yaml").exists()
@@ -160,5 +168,5 @@ def test_real_slurm_busy_unknown_and_broken(slurm_cluster, tmp_path, wait_job):
     gone = tmp_path / "gone"
     _record(gone, "99999999")  # Slurm answers "Invalid job id specified"
     assert active_jobs(gone) == []
-    out = _mbtrain("submit", str(_recipe(tmp_path, gone)), "--dry-run", path=path)
+    out = _mbtrain("submit", str(recipe(gone)), "--dry-run", path=path)
     assert out.returncode == 0, out.stderr

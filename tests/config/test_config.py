@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.config import check_layout, load_config, save_config
 from mbtrain.errors import ConfigError
+from mbtrain.train.run_config import check_layout, load_config, save_config
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
@@ -106,7 +106,9 @@ def test_layout_arithmetic(tmp_path):
     assert (layout.tensor, layout.pipeline, layout.data) == (2, 2, 2)
     assert cfg.train.global_batch(layout.data) == 2 * 4 * 2
     assert layout.ranks_per_sample == 4 and layout.weight_shards == 4
-    assert layout.marker() == {"pipeline": 2, "data": 2, "context": 1, "tensor": 2, "zero_stage": 0}
+    assert layout.marker() == {
+        "pipeline": 2, "data": 2, "context": 1, "tensor": 2, "context_ring": 1, "zero_stage": 0
+    }  # fmt: skip
 
 
 def test_layout_errors_say_what_would_work(tmp_path):

@@ -32,7 +32,7 @@ def test_every_document_reconstructed_exactly(corpus, docs_of, ids_of, tmp_path,
 
 
 def test_read_file_reads_to_the_end_whatever_the_size_hint(tmp_path):
-    from mbtrain.data.sources import _read_file
+    from mbtrain.data.readers import _read_file
 
     p = tmp_path / "f.bin"
     data = bytes(range(256)) * 5000  # 1.28 MB: several reads past a stale size hint
@@ -125,7 +125,9 @@ def test_cli_entry_point_with_corpus_yaml(corpus, docs_of, ids_of, tmp_path):
     p = subprocess.run(
         [
             sys.executable,
-            "data_prep/prepare.py",
+            "-m",
+            "mbtrain.cli.main",
+            "prepare",
             "--corpus",
             str(y),
             "--out",
@@ -173,7 +175,7 @@ def test_globs_select_by_name_and_depth(tmp_path, pattern, expected):
     files whose name cannot match are passed over during the walk, directories never are
     (`dir.py/` is entered, `site-packages/` is pruned by the exclude); a symlink to a file
     already taken is the same document."""
-    from mbtrain.data.sources import expand_inputs
+    from mbtrain.data.inputs import expand_inputs
 
     root = tmp_path / "r"
     for rel in ["a.py", "a.pyc", "b.txt", "pkg/x.py", "pkg/y.pyc", "pkg/__pycache__/x.pyc",

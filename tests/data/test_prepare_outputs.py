@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mbtrain.data import PrepareConfig, iter_documents, prepare
-from mbtrain.data.preparation import mark_incomplete
+from mbtrain.data.output import mark_incomplete
 from mbtrain.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]

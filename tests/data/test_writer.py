@@ -9,8 +9,9 @@ import random
 import pytest
 
 from mbtrain.data import PrepareConfig, prepare
+from mbtrain.data.fast_writer import FastMDSWriter, fast_supported
+from mbtrain.data.mds import COLUMNS, RowEncoder
 from mbtrain.data.windows import Windower, make_sample
-from mbtrain.data.writer import COLUMNS, FastMDSWriter, RowEncoder, fast_supported
 
 
 def _windows(seed: int, seq_len: int, pack: bool) -> list[tuple[bytes, list]]:
@@ -151,7 +152,7 @@ def test_frame_with_prefix_is_one_frame_every_decoder_reads(prefix_size, body_si
     import zstandard
     import zstd
 
-    from mbtrain.data.writer import _frame_with_prefix
+    from mbtrain.data.fast_writer import _frame_with_prefix
 
     rng = random.Random(prefix_size + body_size)
     prefix = rng.randbytes(prefix_size)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mbtrain.checkpoint.integrity import checkpoint_problem
-from mbtrain.checkpoint.layout import COMPLETE_MARKER, LATEST, step_of_tag, tag_for_step
+from mbtrain.checkpoint.paths import COMPLETE_MARKER, LATEST, step_of_tag, tag_for_step
 from mbtrain.monitor.metrics import read_metrics
 from tests.support.launch import launch, read_logs, run, wait
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.checkpoint.layout import LATEST, step_of_tag
+from mbtrain.checkpoint.paths import LATEST, step_of_tag
 from mbtrain.monitor.metrics import read_metrics
 from tests.faults.test_faults import assert_same_weights, losses, wait_for_training
 from tests.support.launch import launch, read_logs, run, wait

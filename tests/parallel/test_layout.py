@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mbtrain.config import check_layout, load_config
 from mbtrain.errors import ConfigError
+from mbtrain.train.run_config import check_layout, load_config
 
 
 def _cfg(*overrides: str):
@@ -99,3 +99,27 @@ def test_context_parallel_layout_errors():
 def test_document_masking_with_a_pipeline_is_refused():
     with pytest.raises(ConfigError, match=r"model.doc_mask: .* set model.doc_mask=false"):
         check_layout(load_config("recipes/tiny_cpu.yaml", ["parallel.pipeline=2"]), 2)
+
+
+def test_context_beyond_the_head_count_needs_a_ring():
+    """16 global heads, tensor 2: Ulysses alone stops at 8 context ranks; with a ring covering
+    the rest, context 64 (Ulysses 8 x ring 8) is accepted, and the refusals say which
+    context_ring values would work."""
+    big = ["model.global_heads=16", "model.global_dim=64", "model.seq_len=16384",
+           "parallel.tensor=2"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"valid context_ring for this context: 8, 16, 32, 64"):
+        check_layout(_cfg(*big, "parallel.context=64"), 128)
+    layout = check_layout(_cfg(*big, "parallel.context=64", "parallel.context_ring=8"), 128)
+    assert (layout.context, layout.ulysses, layout.context_ring) == (64, 8, 8)
+    assert "Ulysses 8 x ring 8" in layout.describe()
+    with pytest.raises(ConfigError, match=r"context_ring: must divide parallel.context \(64\)"):
+        _cfg(*big, "parallel.context=64", "parallel.context_ring=3")
+
+
+def test_ring_needs_two_chunks_per_rank_and_no_attention_dropout():
+    # K = 512 / 8 = 64 positions: ring 64 would need 128 chunks.
+    with pytest.raises(ConfigError, match="into 2 x context equal chunks"):
+        check_layout(_cfg("parallel.context=64", "parallel.context_ring=64",
+                          "model.global_heads=4"), 64)  # fmt: skip
+    with pytest.raises(ConfigError, match="attention dropout is not supported across ring"):
+        check_layout(_cfg("parallel.context=2", "parallel.context_ring=2", "model.dropout=0.1"), 2)

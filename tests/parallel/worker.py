@@ -38,13 +38,14 @@ def make_cfg(
     mbs=2,
     arch="megabyte",
     context=1,
+    ring=1,
     pos="rope",
     local_context=0,
     checkpointing=False,
     local_chunk=0,
     precision="fp32",
 ):
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
 
     return load_config(
         "recipes/tiny_cpu.yaml",
@@ -68,6 +69,7 @@ def make_cfg(
             f"parallel.pipeline={pipeline}",
             f"model.doc_mask={'false' if pipeline > 1 else 'true'}",
             f"parallel.context={context}",
+            f"parallel.context_ring={ring}",
             f"model.pos={pos}",
             f"model.local_context={local_context}",
             f"model.activation_checkpointing={str(checkpointing).lower()}",
@@ -565,7 +567,7 @@ def scenario_save(out: Path, args: dict) -> dict:
 
 def scenario_resume(out: Path, args: dict) -> dict:
     """Resume checkpoints of other layouts in this one: the next losses must match."""
-    from mbtrain.checkpoint.layout import read_marker
+    from mbtrain.checkpoint.paths import read_marker
     from mbtrain.checkpoint.reshard import load_resharded
 
     res = {}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.config import check_layout, load_config
 from mbtrain.train.estimate import GIB, estimate_rank, state_bytes
+from mbtrain.train.run_config import check_layout, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

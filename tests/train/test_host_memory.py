@@ -68,7 +68,7 @@ def test_thresholds_set_in_the_environment_are_left_alone():
 
 
 def test_on_by_default_and_can_be_turned_off():
-    from mbtrain.config import load_config
+    from mbtrain.train.run_config import load_config
 
     base = ["data.train=runs/x/train"]
     assert load_config(None, base).train.keep_host_memory is True

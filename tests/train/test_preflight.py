@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mbtrain.checkpoint.layout import LATEST, tag_for_step
+from mbtrain.checkpoint.paths import LATEST, tag_for_step
 from mbtrain.monitor.metrics import read_metrics
 from tests.support.launch import launch, read_logs, run, wait
 

@@ -140,8 +140,8 @@ def test_resume_follows_the_schedule_of_the_new_config(tiny_args, tmp_path):
     the restart is the new config's schedule at the restored step, not the checkpoint's."""
     import math
 
-    from mbtrain.config import load_config
     from mbtrain.train.optim import lr_factor
+    from mbtrain.train.run_config import load_config
 
     run_dir = tmp_path / "run"
     common = [*tiny_args, f"run.dir={run_dir}", "optim.schedule=cosine", "optim.warmup_steps=0"]

@@ -8,7 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from mbtrain.checkpoint.layout import (
+from mbtrain.checkpoint.manager import CheckpointManager
+from mbtrain.checkpoint.paths import (
     COMPLETE_MARKER,
     LATEST,
     abandoned_tags,
@@ -17,7 +18,6 @@ from mbtrain.checkpoint.layout import (
     set_aside,
     tag_for_step,
 )
-from mbtrain.checkpoint.manager import CheckpointManager
 
 
 def make(root: Path, step: int, complete: bool = True, when: float | None = None) -> str:
