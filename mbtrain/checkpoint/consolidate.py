@@ -17,7 +17,7 @@ nothing is renamed, since a training job may be running in that directory.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
 import torch
@@ -38,6 +38,8 @@ from mbtrain.checkpoint.shards import listed_names, read_full_checkpoint
 from mbtrain.errors import CheckpointError
 from mbtrain.model.config import ModelConfig
 from mbtrain.parallel.layout import ParallelLayout
+
+log = logging.getLogger(__name__)
 
 
 def _checked(root: Path, tag: str, allow_pickle: bool) -> None:
@@ -67,15 +69,13 @@ def find_checkpoint(
         problem = checkpoint_problem(root / candidate, allow_pickle=allow_pickle)
         if problem is None:
             if skipped:
-                print(
-                    f"mbtrain: skipped damaged checkpoint(s) {', '.join(skipped)}; "
-                    f"using {candidate}",
-                    file=sys.stderr,
+                log.warning(
+                    f"skipped damaged checkpoint(s) {', '.join(skipped)}; using {candidate}"
                 )
             return root, candidate
         if not problem.corrupt:
             raise CheckpointError(f"{root / candidate}: refused: {problem.message}")
-        print(f"mbtrain: {root / candidate} cannot be loaded ({problem.message})", file=sys.stderr)
+        log.warning(f"{root / candidate} cannot be loaded ({problem.message})")
         skipped.append(candidate)
     raise CheckpointError(f"{root}: no loadable checkpoint ({len(skipped)} damaged)")
 

@@ -17,6 +17,7 @@ just written, the one `latest` names, or anything of a newer step (see `paths.py
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -45,6 +46,8 @@ from mbtrain.checkpoint.serialization import (
     save_torch_file,
 )
 from mbtrain.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 
 def rank_file(ckpt_dir: Path, rank: int) -> Path:
@@ -93,7 +96,7 @@ class CheckpointManager:
                 if ckpt_dir.exists():
                     if is_complete(ckpt_dir):  # an older lineage's: never overwritten in place
                         moved = set_aside(self.root, tag, "replaced")
-                        print(f"[mbtrain] {ckpt_dir} existed: kept as {moved.name}", flush=True)
+                        log.info(f"{ckpt_dir} existed: kept as {moved.name}")
                     else:
                         shutil.rmtree(ckpt_dir)  # leftovers of an interrupted save of this step
             except OSError as e:

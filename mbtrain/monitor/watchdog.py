@@ -14,11 +14,14 @@ the same collective and reaches the limit at about the same time.
 from __future__ import annotations
 
 import faulthandler
+import logging
 import os
 import statistics
 import threading
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 HANG_EXIT_CODE = 76
 """Exit code of a rank whose step hung (EX_PROTOCOL): no checkpoint saved, requeue."""
@@ -82,11 +85,13 @@ class Watchdog:
                     "so that the job is requeued from the last checkpoint ===\n",
                     stacks=True,
                 )
-                print(
-                    f"[mbtrain] step {self._step + 1} hung for {waited:.0f} s (stacks in "
-                    f"{self.path}); exiting with {HANG_EXIT_CODE} for a requeue",
-                    flush=True,
+                # A warning: every rank's console shows it (each rank hangs on its own).
+                log.warning(
+                    f"step {self._step + 1} hung for {waited:.0f} s (stacks in "
+                    f"{self.path}); exiting with {HANG_EXIT_CODE} for a requeue"
                 )
+                for handler in logging.getLogger("mbtrain").handlers:
+                    handler.flush()
                 os._exit(HANG_EXIT_CODE)
 
     def _write(self, header: str, stacks: bool) -> None:
