@@ -44,11 +44,12 @@ MODEL = [
 SIZES = [65536, 262144, 1048576]
 
 
-def overrides(seq_len: int, context: int) -> list[str]:
+def overrides(seq_len: int, context: int, ring: int = 1) -> list[str]:
     return [
         *MODEL,
         f"model.seq_len={seq_len}",
         f"parallel.context={context}",
+        f"parallel.context_ring={ring}",
         "train.micro_batch_size=1",
         "train.grad_accum=1",
         "train.precision=fp32",
@@ -56,11 +57,11 @@ def overrides(seq_len: int, context: int) -> list[str]:
     ]
 
 
-def estimate(seq_len: int, context: int) -> dict:
+def estimate(seq_len: int, context: int, ring: int = 1) -> dict:
     from mbtrain.train.estimate import estimate_rank
     from mbtrain.train.run_config import check_layout, load_config
 
-    cfg = load_config(REPO / "recipes" / "tiny_cpu.yaml", overrides(seq_len, context))
+    cfg = load_config(REPO / "recipes" / "tiny_cpu.yaml", overrides(seq_len, context, ring))
     layout = check_layout(cfg, context)
     est = estimate_rank(cfg.model, cfg.train, layout, "cpu")
     return {
@@ -88,7 +89,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     cfg = load_config(
         REPO / "recipes" / "tiny_cpu.yaml",
-        [*overrides(args.seq_len, args.context), f"run.dir={args.run_dir}"],
+        [*overrides(args.seq_len, args.context, args.ring), f"run.dir={args.run_dir}"],
     )
     tr = StepRunner(cfg)
     g = torch.Generator().manual_seed(0)
@@ -126,14 +127,15 @@ def worker(args: argparse.Namespace) -> None:
     os._exit(0)
 
 
-def run_job(context: int, seq_len: int, steps: int, tmp: Path) -> dict:
-    result = tmp / f"cp{context}-{seq_len}.json"
+def run_job(context: int, seq_len: int, steps: int, tmp: Path, ring: int = 1) -> dict:
+    result = tmp / f"cp{context}-ring{ring}-{seq_len}.json"
     threads = 2 // context
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={context}", str(Path(__file__).resolve()), "--worker",
         "--threads", str(threads), "--steps", str(steps), "--seq-len", str(seq_len),
-        "--context", str(context), "--result", str(result), "--run-dir", str(tmp / "run"),
+        "--context", str(context), "--ring", str(ring), "--result", str(result),
+        "--run-dir", str(tmp / "run"),
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -147,7 +149,8 @@ def run_job(context: int, seq_len: int, steps: int, tmp: Path) -> dict:
         raise SystemExit(
             f"CP={context} T={seq_len} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
-    return {**json.loads(result.read_text()), "load": load, "estimate": estimate(seq_len, context)}
+    est = estimate(seq_len, context, ring)
+    return {**json.loads(result.read_text()), "load": load, "estimate": est}
 
 
 def paired_sizes(rows: list[dict]) -> list[int]:
@@ -245,6 +248,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--seq-len", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--context", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ring", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     ap.add_argument(

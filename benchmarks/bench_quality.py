@@ -70,7 +70,33 @@ CANDIDATES: dict[str, list[str]] = {
     "no-doc-mask": ["model.doc_mask=false"],
     "local-ctx": ["model.local_context=8"],
     "tied": ["model.tie_local_embedding=true"],
+    # windows that grow in the run (train.seq_len_schedule), against the fixed windows above
+    "grow2k": ["model.seq_len=2048", "train.micro_batch_size=2"],
+    "grow8k": ["model.seq_len=8192", "train.micro_batch_size=1"],
 }
+# The schedules of the growing candidates, in fractions of the run's steps (the step count is
+# known only once the candidate's speed is measured): [fraction, window].
+SCHEDULES: dict[str, list[tuple[float, int]]] = {
+    "grow2k": [(0.0, 512), (0.5, 2048)],
+    "grow8k": [(0.0, 512), (0.3, 2048), (0.6, 8192)],
+}
+
+
+def schedule_overrides(name: str, steps: int) -> list[str]:
+    """`train.seq_len_schedule=[[step, window], ...]` for a growing candidate of `steps`."""
+    if name not in SCHEDULES:
+        return []
+    pairs = ",".join(f"[{int(f * steps)},{w}]" for f, w in SCHEDULES[name])
+    return [f"train.seq_len_schedule=[{pairs}]"]
+
+
+def bytes_per_step(name: str, cfg) -> float:
+    """Mean training bytes per step (a growing candidate's short windows carry fewer)."""
+    t = cfg.train
+    per_window = t.micro_batch_size * t.grad_accum
+    spans = SCHEDULES.get(name, [(0.0, cfg.model.seq_len)])
+    ends = [f for f, _ in spans[1:]] + [1.0]
+    return sum((end - f) * w * per_window for (f, w), end in zip(spans, ends, strict=True))
 
 
 def summary(cfg) -> str:
@@ -81,6 +107,7 @@ def summary(cfg) -> str:
         f"l{m.local_dim}x{m.local_layers} b{t.micro_batch_size * t.grad_accum} lr{cfg.optim.lr:g}"
         f"{'' if m.tie_local_embedding else ' untied'}{'' if m.doc_mask else ' no-mask'}"
         f"{f' ctx{m.local_context}' if m.local_context else ''}"
+        f"{' grow ' + '>'.join(str(w) for _, w in t.seq_len_schedule) if t.seq_len_schedule else ''}"
     )
 
 
@@ -201,8 +228,10 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
     work = REPO / "runs" / "quality"
     tag = _tag(corpus, name, minutes)
     bps = calibrate(data, overrides, work / f"{tag}.calibrate", threads)
-    per_step = cfg.model.seq_len * cfg.train.micro_batch_size * cfg.train.grad_accum
-    steps = max(20, int(minutes * 60 * bps / per_step))
+    # A growing candidate is calibrated at its longest window; its short windows' speed
+    # differs, so its wall clock is what `train_minutes` reports, not exactly `minutes`.
+    steps = max(20, int(minutes * 60 * bps / bytes_per_step(name, cfg)))
+    overrides = [*overrides, *schedule_overrides(name, steps)]
     run_dir = work / tag
     subprocess.run(["rm", "-rf", str(run_dir)])
     t0 = time.perf_counter()
@@ -226,7 +255,7 @@ def run_one(corpus: str, name: str, minutes: float, eval_bytes: int, threads: in
         "corpus": corpus,
         "candidate": name,
         "overrides": overrides,
-        "model": summary(cfg),
+        "model": summary(config_of(overrides)),
         "minutes": minutes,
         "threads": threads,
         "steps": steps,

@@ -292,6 +292,18 @@ def quality_lines(results: dict, errors: dict) -> list[str]:
     return lines
 
 
+def eval_lines(results: dict, errors: dict) -> list[str]:
+    """8. `mbtrain eval` bytes/s beside training bytes/s of the same model (bench_eval)."""
+    from benchmarks import bench_eval as be
+
+    lines = ["## 8. Eval throughput against training", ""]
+    if "eval" in results:
+        lines += be.report(results["eval"])
+    else:
+        lines.append("not run" + (" (failed, see below)" if "eval" in errors else ""))
+    return [*lines, ""]
+
+
 SECTIONS = (
     model_lines,
     gen_lines,
@@ -301,6 +313,7 @@ SECTIONS = (
     mfu_small_lines,
     context_lines,
     quality_lines,
+    eval_lines,
 )
 
 

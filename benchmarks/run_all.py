@@ -15,6 +15,8 @@ the ratios, not the absolute numbers against another run):
    1 process, fp32) against a torch matmul peak measured in the same run (bench_train).
 6. Context parallelism: memory per rank and bytes/s of CP=1 vs CP=2 at T = 64K, 256K and
    the largest T under a memory cap, beside the dry-run estimate (bench_context's `run`).
+8. Eval: `mbtrain eval`'s scoring bytes/s (sliding, basic) against training bytes/s of the
+   same model (bench_eval's `run`). (7, quality, is its own target: `make bench-quality`.)
 
     .venv/bin/python -m benchmarks.run_all [--quick] [--baseline DIR] [--only model,gen,...]
 
@@ -44,7 +46,7 @@ from benchmarks.report import report
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
-SECTIONS = ("model", "gen", "data", "parallel", "mfu", "mfu_small", "context")
+SECTIONS = ("model", "gen", "data", "parallel", "mfu", "mfu_small", "context", "eval")
 # The small-width model users start with on CPU (global 8 x 64 = 512 wide, 6 layers; local 256
 # wide, 4 layers; T = 8,192): where the loop is furthest from the matmul peak.
 SMALL = [
@@ -249,6 +251,21 @@ def context_section(quick: bool) -> dict:
     return res
 
 
+# ------------------------------------------------------------------ 8. eval
+
+
+def eval_section(quick: bool, threads: int) -> dict:
+    from benchmarks import bench_eval as be
+
+    res = be.run(seq_len=2048, kb=20 if quick else 50, threads=threads, rounds=1 if quick else 2)
+    for r in res["rows"]:
+        chosen = " (threads chosen per batch)" if r["threads_chosen"] else ""
+        log(
+            f"eval {r['mode']}{chosen}: {r['bytes_per_s']:,.0f} bytes/s, {r['vs_training']:.2f}x training"
+        )
+    return res
+
+
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short version (a few minutes)")
@@ -274,9 +291,10 @@ def run_sections(args: argparse.Namespace, only: list[str]) -> dict:
         "parallel": lambda: parallel_section(args.quick),
         "mfu_small": lambda: mfu_small_section(args.quick),
         "context": lambda: context_section(args.quick),
+        "eval": lambda: eval_section(args.quick, args.threads),
     }
     # MFU before data: the data section's "training consumes" column reads the MFU run.
-    for name in ("model", "gen", "mfu", "mfu_small", "data", "parallel", "context"):
+    for name in ("model", "gen", "mfu", "mfu_small", "data", "parallel", "context", "eval"):
         if name not in only:
             continue
         log(f"section {name}")

@@ -44,7 +44,7 @@ def write_corpus(root: Path) -> int:
     """The user's corpus: JSON Lines (zstd) of real text, a record per file, in two folders."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(stdlib.glob("email/*.py")) + sorted(stdlib.glob("json/*.py"))
-    files += sorted(stdlib.glob("asyncio/*.py"))[:30]
+    files += sorted(stdlib.glob("asyncio/*.py")) + sorted(stdlib.glob("http/*.py"))
     total = 0
     for i, chunk in enumerate((files[::2], files[1::2])):
         out = root / "corpus" / f"shelf{i}" / "records.jsonl.zst"

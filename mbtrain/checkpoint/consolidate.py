@@ -5,9 +5,12 @@ parameters themselves over the optimizer files, and tensor- or pipeline-parallel
 shards to be concatenated along their split dimension: both are read by
 `shards.read_full_checkpoint`.
 
-What `load_model` (eval, generate) reads, in this order: an export directory
-(safetensors + JSON, data only); a run directory's `export/` when it is at least as new as the
-run's newest checkpoint; otherwise the newest checkpoint that passes `integrity.py`. Every
+What `load_model` (eval, generate, `mbtrain.load_model`) reads, in this order: an export
+directory (safetensors + JSON, data only); a run directory's `export/` when it is at least as
+new as the run's newest checkpoint; otherwise the newest checkpoint that passes `integrity.py`;
+and a path that does not exist but reads as a Hugging Face Hub id (`owner/name`, see
+`hub.is_hub_id`), downloaded. Models come back as the Hub classes (`hub.MegaByte`,
+`hub.ByteTransformer`): the model package's classes with `save_pretrained`/`push_to_hub`. Every
 checkpoint is checked before anything in it is read, and only the files its marker lists are
 opened, all as data (ZeRO-3's partitions too: `shards.read_full_checkpoint`). A
 damaged newest checkpoint is skipped (one line on stderr says so) and the previous one used;
@@ -23,7 +26,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from mbtrain.checkpoint.export import strip_prefix
+from mbtrain.checkpoint.export import (
+    check_weights_match,
+    is_export_dir,
+    load_exported,
+    load_weights,
+    read_export_meta,
+    strip_prefix,
+    write_export,
+)
+from mbtrain.checkpoint.hub import build_hub_model, is_hub_id, load_pretrained
+from mbtrain.checkpoint.hub_files import checkpoint_time, run_record
 from mbtrain.checkpoint.integrity import checkpoint_problem
 from mbtrain.checkpoint.paths import (
     is_complete,
@@ -119,8 +132,6 @@ def model_config_of(info: dict, root: Path) -> ModelConfig:
 
 def _export_is_current(run_dir: Path) -> bool:
     """Whether `run_dir/export` holds weights at least as new as the newest checkpoint."""
-    from mbtrain.checkpoint.export import read_export_meta
-
     meta = read_export_meta(run_dir / "export")
     if meta is None:
         return False
@@ -132,32 +143,42 @@ def _export_is_current(run_dir: Path) -> bool:
 
 
 def load_model(path: str | Path, step: int | None = None, device: str = "cpu") -> torch.nn.Module:
-    """A ready-to-use model from an export dir, a run dir or a checkpoint dir (CPU or GPU).
+    """A ready-to-use model from an export dir, a run dir, a checkpoint dir or a Hugging Face
+    Hub id (CPU or GPU), as `hub.MegaByte` / `hub.ByteTransformer`.
 
     A run's safetensors export is preferred whenever it is current (see module docstring)."""
-    from mbtrain.checkpoint.export import check_weights_match, load_exported, load_weights
-    from mbtrain.model import build_model
-
+    if is_hub_id(path):
+        if step is not None:
+            raise CheckpointError(f"{path}: a Hub id has no checkpoint steps (drop --step)")
+        return load_pretrained(str(path), device)
     path = Path(path)
-    if (path / "model.json").is_file():
-        return load_exported(path, device)
+    if is_export_dir(path):
+        return load_exported(path, device, build=build_hub_model)
     if step is None and _export_is_current(path):
-        return load_exported(path / "export", device)
+        return load_exported(path / "export", device, build=build_hub_model)
     root, tag = find_checkpoint(path, step)
     state, info = checkpoint_state_dict(root, tag)
     cfg = model_config_of(info, root)
     # The marker's sizes against the weights read, before anything is allocated for them.
     check_weights_match(cfg, {k: tuple(v.shape) for k, v in state.items()}, root / tag)
-    model = build_model(cfg)
+    model = build_hub_model(cfg)
     load_weights(model, state, root / tag)
     return model.to(device).eval()
 
 
 def export_checkpoint(path: str | Path, out: str | Path, step: int | None = None) -> Path:
-    """`mbtrain export`: consolidated safetensors + model.json from any layout's checkpoint."""
-    from mbtrain.checkpoint.export import write_export
-
+    """`mbtrain export`: consolidated safetensors, model.json and the Hub files (config.json,
+    modeling file, model card) from any layout's checkpoint. The card records the run's
+    training data and, when the newest checkpoint is exported, `<run_dir>/eval.json` if it is
+    newer than that checkpoint."""
     root, tag = find_checkpoint(path, step)
     state, info = checkpoint_state_dict(root, tag)
     cfg = model_config_of(info, root)
-    return write_export(state, cfg, out, {"step": info.get("step"), "source": str(root / tag)})
+    run_dir = root.parent if (root.parent / "config.yaml").is_file() else None
+    candidates = resume_candidates(root)
+    newest = bool(candidates) and candidates[0] == tag
+    record = run_record(
+        run_dir, info.get("step"), info, checkpoint_time(root / tag), evaluated=newest
+    )
+    extra = {"step": info.get("step"), "source": str(root / tag), **record}
+    return write_export(state, cfg, out, extra)

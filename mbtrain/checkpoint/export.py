@@ -1,8 +1,16 @@
 """Export: consolidated weights as safetensors plus the model config, loadable without DeepSpeed.
 
 `<out>/model.safetensors` holds the plain model's state dict (no `model.` prefix, float32,
-full unsharded tensors); `<out>/model.json` holds the ModelConfig. `load_exported` needs
-only torch, safetensors and this package's model code.
+full unsharded tensors); `<out>/model.json` holds the ModelConfig and the export's record
+(step, source checkpoint, training data, evaluation). `load_exported` needs only torch,
+safetensors and this package's model code.
+
+An export is also a Hugging Face Hub model repo (`hub_files.py`): `config.json` (the same
+ModelConfig, flat, with `model_type`, `architectures`, `auto_map`), `modeling_mbtrain.py`
+for `transformers.AutoModel(..., trust_remote_code=True)`, and a model card `README.md`.
+mbtrain reads model.json; a directory with config.json alone (a Hub repo uploaded without
+model.json) loads from config.json's ModelConfig fields. Exports written before these files
+existed load as before.
 
 An export replaces only an earlier export: a directory whose model.json says
 `"format": "mbtrain-export-1"` and that holds nothing but the export's own files. Any other
@@ -20,6 +28,7 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +36,23 @@ import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
 
+from mbtrain.checkpoint.hub_files import (
+    CONFIG_FILE,
+    HUB_FILES,
+    MODEL_TYPE,
+    model_values_of_hub_config,
+    run_record,
+    write_hub_files,
+)
 from mbtrain.config.typed import build_typed
 from mbtrain.errors import CheckpointError
 from mbtrain.model import ModelConfig
 
 PREFIX = "model."
 FORMAT = "mbtrain-export-1"
-EXPORT_FILES = frozenset({"model.safetensors", "model.json"})
+EXPORT_FILES = frozenset({"model.safetensors", "model.json", *HUB_FILES})
+RESERVED = ("format", "model")
+"""model.json's keys that are not the export's record (`export_meta`)."""
 
 
 def read_export_meta(path: str | Path) -> dict | None:
@@ -82,7 +101,9 @@ def strip_prefix(state: dict) -> dict[str, torch.Tensor]:
 def write_export(
     state: dict[str, torch.Tensor], model_cfg: Any, out_dir: str | Path, extra: dict | None = None
 ) -> Path:
-    """Write model.safetensors + model.json into out_dir (atomically, as one directory).
+    """Write model.safetensors, model.json and the Hub files into out_dir (atomically, as one
+    directory). `extra` is the export's record, kept in model.json and shown on the model
+    card: `step`, `source`, `training` and `eval` (`hub_files.run_record`).
 
     A failed write (disk full, permissions) is a one-line CheckpointError; it removes the
     temporary directory and keeps an earlier export at `out_dir` as it was."""
@@ -119,8 +140,10 @@ def _write_files(
     # safetensors creates its file 0600; an export is meant to be read by others (a serving
     # account, a colleague), so give it the mode any new file gets under the umask.
     os.chmod(weights, 0o666 & ~current_umask())
-    meta = {"format": FORMAT, "model": dataclasses.asdict(model_cfg), **(extra or {})}
+    record = {k: v for k, v in (extra or {}).items() if k not in RESERVED}
+    meta = {"format": FORMAT, "model": dataclasses.asdict(model_cfg), **record}
     (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+    write_hub_files(tmp, model_cfg, record)
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:
@@ -161,7 +184,10 @@ def export_from_engine(
     out_dir: str | Path,
     step: int | None = None,
 ) -> Path | None:
-    """Consolidate a live engine's weights on rank 0 and write them (all ranks must call)."""
+    """Consolidate a live engine's weights on rank 0 and write them (all ranks must call).
+
+    An `out_dir` inside a run directory (`<run_dir>/export`, as the trainer writes it) gets
+    the run's record on its model card (`hub_files.run_record`)."""
     if layout.sharded_weights:
         from mbtrain.parallel.gather import consolidated_state_dict
 
@@ -174,12 +200,11 @@ def export_from_engine(
     path, problem, error = None, None, None
     if rank == 0:
         try:
-            path = write_export(
-                strip_prefix(state),
-                model_cfg,
-                out_dir,
-                {"step": step if step is not None else getattr(engine, "global_steps", None)},
-            )
+            step = step if step is not None else getattr(engine, "global_steps", None)
+            run_dir = Path(out_dir).parent
+            run_dir = run_dir if (run_dir / "config.yaml").is_file() else None
+            record = {"step": step, **run_record(run_dir, step)}
+            path = write_export(strip_prefix(state), model_cfg, out_dir, record)
         except Exception as e:  # any failure: the other ranks must hear of it
             error = e
             problem = str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
@@ -196,46 +221,106 @@ def export_from_engine(
     return path
 
 
-def load_exported(path: str | Path, device: str = "cpu") -> torch.nn.Module:
+def load_exported(
+    path: str | Path,
+    device: str = "cpu",
+    build: Callable[[ModelConfig], torch.nn.Module] | None = None,
+) -> torch.nn.Module:
     """Build the model of an export directory (or a run directory holding `export/`).
 
-    model.json is checked (unknown keys, types, `ModelConfig.validate`) and compared with the
-    weights' header before anything of the model's size is allocated."""
+    model.json (or, without it, config.json) is checked (unknown keys, types,
+    `ModelConfig.validate`) and compared with the weights' header before anything of the
+    model's size is allocated. `build` makes the empty model (default `build_model`; the Hub
+    classes pass their own). The export's record is the model's `export_meta` (a dict)."""
     from safetensors.torch import load_file
 
     from mbtrain.model import build_model
 
     path = Path(path)
-    if (path / "export" / "model.json").is_file():
+    if not is_export_dir(path) and is_export_dir(path / "export"):
         path = path / "export"
-    meta_path = path / "model.json"
-    if not meta_path.is_file():
-        raise CheckpointError(
-            f"{path}: no exported model (expected model.json and model.safetensors)"
-        )
-    model_cfg = read_model_config(meta_path)
+    model_cfg, meta = read_export_config(path)
     weights = path / "model.safetensors"
     check_weights_match(model_cfg, weight_shapes(weights), path)
-    model = build_model(model_cfg)
+    check_hub_config(model_cfg, path)
+    model = (build or build_model)(model_cfg)
     state = load_file(str(weights), device="cpu")
     load_weights(model, state, path)
+    model.export_meta = {k: v for k, v in meta.items() if k not in RESERVED}
     return model.to(device).eval()
+
+
+def is_export_dir(path: Path) -> bool:
+    """Whether `path` holds an export's config (model.json, or a Hub repo's config.json)."""
+    return (path / "model.json").is_file() or (path / CONFIG_FILE).is_file()
+
+
+def read_export_config(path: Path) -> tuple[ModelConfig, dict]:
+    """(ModelConfig, model.json's content) of an export directory: model.json when it is
+    there, else config.json's ModelConfig fields (with an empty record)."""
+    if (path / "model.json").is_file():
+        meta_path = path / "model.json"
+        meta = _read_json(meta_path)
+        return _typed_model_config(meta.get("model"), meta_path), meta
+    if (path / CONFIG_FILE).is_file():
+        config_path = path / CONFIG_FILE
+        config = _read_json(config_path)
+        if config.get("model_type") != MODEL_TYPE:
+            raise CheckpointError(
+                f"{config_path}: model_type {config.get('model_type')!r} is not an mbtrain "
+                f"model ({MODEL_TYPE!r}), and there is no model.json"
+            )
+        values = model_values_of_hub_config(config)
+        if not values:
+            raise CheckpointError(
+                f"{config_path}: holds no ModelConfig fields (arch, seq_len, ...)"
+            )
+        return _typed_model_config(values, config_path), {}
+    raise CheckpointError(f"{path}: no exported model (expected model.json and model.safetensors)")
+
+
+def check_hub_config(model_cfg: ModelConfig, path: Path) -> None:
+    """CheckpointError if config.json gives another ModelConfig than model.json: the Hub and
+    transformers show config.json, mbtrain builds from model.json; they must not differ."""
+    if not (path / "model.json").is_file() or not (path / CONFIG_FILE).is_file():
+        return
+    values = model_values_of_hub_config(_read_json(path / CONFIG_FILE))
+    wrong = [
+        f"{k}: {v!r} in {CONFIG_FILE}, {getattr(model_cfg, k)!r} in model.json"
+        for k, v in values.items()
+        if v != getattr(model_cfg, k)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: {CONFIG_FILE} and model.json disagree ({'; '.join(wrong[:3])}); "
+            "make them equal (mbtrain builds from model.json)"
+        )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot be read as JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return value
 
 
 def read_model_config(meta_path: Path) -> ModelConfig:
     """The valid ModelConfig of an export's model.json; one CheckpointError lists every problem."""
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{meta_path}: cannot be read as JSON ({e})") from None
-    values = meta.get("model") if isinstance(meta, dict) else None
+    meta = _read_json(meta_path)
+    return _typed_model_config(meta.get("model"), meta_path)
+
+
+def _typed_model_config(values: Any, where: Path) -> ModelConfig:
     if not isinstance(values, dict):
-        raise CheckpointError(f'{meta_path}: has no "model" object (the ModelConfig)')
+        raise CheckpointError(f'{where}: has no "model" object (the ModelConfig)')
     cfg, problems = build_typed(ModelConfig, values, {})
     if not problems:  # validate() compares values, so only once their types are right
         problems = [p.removeprefix("model.") for p in cfg.validate()]
     if problems:
-        raise CheckpointError(f"{meta_path}: " + "; ".join(f"model.{p}" for p in problems))
+        raise CheckpointError(f"{where}: " + "; ".join(f"model.{p}" for p in problems))
     return cfg
 
 

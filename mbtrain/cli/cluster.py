@@ -5,8 +5,8 @@ sets `func`, a function `func(args) -> int` returning the exit code, which the m
 
 `status` is composed here, above both of the rooms it reads: Slurm's side of a run
 (`mbtrain.cluster.status`: the job's state and restarts) and the run's own record (the latest
-complete checkpoint, `mbtrain.checkpoint.paths`; the metrics, `mbtrain.monitor.metrics`; the
-trainer holding the run directory, `mbtrain.train.lock`). Cluster and checkpoint are peers
+complete checkpoint, `mbtrain.checkpoint.paths`; the metrics and the last evaluation sample,
+`mbtrain.monitor`; the trainer holding the run directory, `mbtrain.train.lock`). Cluster and checkpoint are peers
 on one floor and do not import each other.
 """
 
@@ -26,6 +26,7 @@ from mbtrain.cluster.submit import SubmitError, require_sbatch, submit
 from mbtrain.data.splits import check_data
 from mbtrain.monitor.console import human_bytes
 from mbtrain.monitor.metrics import read_last_metrics
+from mbtrain.monitor.samples import one_line, read_last_sample
 from mbtrain.train.lock import run_dir_in_use
 from mbtrain.train.run_config import check_layout, load_config, save_config, with_absolute_paths
 
@@ -138,13 +139,19 @@ def _checkpoint(run_dir: Path) -> str | None:
 def run_status(run_dir: str | Path) -> dict[str, Any]:
     """Everything `mbtrain status` shows about one run, as a dict: `job_status` (Slurm's side),
     then from the run directory step, total_steps, loss, bpb, val_bpb, val_step, bytes_per_s,
-    eta_s (those that are known), trainer (the lock holder, or None) and checkpoint."""
+    eta_s (those that are known), trainer (the lock holder, or None), checkpoint and sample
+    (the last line of samples.jsonl: {"step", "sample", "prompt"}, or None)."""
     status = job_status(run_dir)
     run_dir = Path(status["run_dir"])
     status.update(_progress(run_dir))
     status["trainer"] = _trainer(run_dir)
     status["checkpoint"] = _checkpoint(run_dir)
+    status["sample"] = read_last_sample(run_dir / "samples.jsonl")
     return status
+
+
+SAMPLE_CHARS = 100
+"""`status` shows this much of the last sample: a glance, not the text (samples.jsonl)."""
 
 
 def _duration(seconds: Any) -> str:
@@ -178,6 +185,10 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("  step:       no metrics yet")
     lines.append(f"  checkpoint: {status.get('checkpoint') or 'none'}")
+    sample = status.get("sample")
+    if isinstance(sample, dict) and isinstance(sample.get("sample"), str):
+        text = str(sample.get("prompt") or "") + sample["sample"]
+        lines.append(f"  sample:     step {sample.get('step')}: {one_line(text, SAMPLE_CHARS)}")
     return "\n".join(lines)
 
 
@@ -202,9 +213,23 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add `submit`, `status` and `cancel` to the main CLI's subparsers."""
-    p = subparsers.add_parser("submit", help="submit a training run to Slurm")
-    p.add_argument("recipe", metavar="RECIPE", help="recipe YAML")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p = subparsers.add_parser(
+        "submit",
+        help="submit a training run to Slurm",
+        description="Check a run (config, layout for the job's world size, datasets) on the "
+        "login node, write its config.yaml and submit one sbatch job that runs `mbtrain train` "
+        "under srun. The job is requeued when preempted and resumes from its latest checkpoint. "
+        "A run whose job is still queued or running is refused.",
+        epilog="examples:\n"
+        "  mbtrain submit recipes/cpu.yaml data.train=data/c/train data.val=data/c/val\n"
+        "  mbtrain submit recipes/long_context_1m.yaml cluster.nodes=2 cluster.gpus_per_node=8\n"
+        "  mbtrain submit recipes/cpu.yaml run.name=try cluster.time=02:00:00 --dry-run\n"
+        "  mbtrain submit runs/my-run/config.yaml --force     # again, while a job still runs",
+    )
+    p.add_argument("recipe", metavar="RECIPE", help="recipe YAML (or a run's config.yaml)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.steps=100"
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="validate and print the batch script only"
     )
@@ -215,14 +240,30 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_cmd_submit)
 
-    p = subparsers.add_parser("status", help="show the state of runs (Slurm job + metrics)")
+    p = subparsers.add_parser(
+        "status",
+        help="show the state of runs (Slurm job + metrics)",
+        description="The state of one or more runs: the Slurm job and its restarts, the "
+        "trainer holding the run directory, step/total, loss, validation bpb, speed, ETA, the "
+        "checkpoint a restart resumes from and the last generated sample.",
+        epilog="examples:\n"
+        "  mbtrain status runs/my-run\n"
+        "  mbtrain status                       # the 20 most recent runs under runs/\n"
+        "  mbtrain status --root /scratch/runs --json",
+    )
     p.add_argument(
         "run_dirs", nargs="*", metavar="RUN_DIR", help="run directories (default: recent runs)"
     )
-    p.add_argument("--root", default="runs", help="where to look for runs without RUN_DIR [runs]")
+    p.add_argument("--root", default="runs", help="where to look for runs without RUN_DIR")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_status)
 
-    p = subparsers.add_parser("cancel", help="cancel a run's Slurm jobs")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = subparsers.add_parser(
+        "cancel",
+        help="cancel a run's Slurm jobs",
+        description="Cancel the queued and running Slurm jobs of a run (scancel). The run "
+        "directory and its checkpoints stay: `mbtrain submit` continues it later.",
+        epilog="examples:\n  mbtrain cancel runs/my-run",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
     p.set_defaults(func=_cmd_cancel)

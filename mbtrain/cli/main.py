@@ -2,6 +2,9 @@
 
 Subcommand modules are imported lazily (torch and DeepSpeed take seconds to import), and
 every user error (`MbtrainError`) is printed as one line with its exit code, no traceback.
+
+Every subcommand's `--help` teaches: a description, each flag's default (`HelpFormatter`), and
+an "examples:" epilog written by the module that defines the command.
 """
 
 from __future__ import annotations
@@ -11,6 +14,33 @@ import importlib
 import sys
 
 from mbtrain.cli.version import version
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal, examples kept as written (a text with line breaks,
+    the epilog, is not refilled), and ` (default: X)` after each flag's help where X says
+    something: not None, False or empty, and not already explained in the help text itself
+    (`(default: model.seq_len)`)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or not action.option_strings
+            or default is argparse.SUPPRESS
+            or default is None
+            or default is False
+            or default in ("", [])
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
 
 # (module, function adding its parsers); each parser sets `func(args) -> int`.
 COMMANDS = [
@@ -26,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mbtrain",
         description="Train MegaByte byte-level models: prepare data, train, submit to Slurm, "
         "resume, evaluate, generate.",
+        epilog="examples:\n"
+        "  mbtrain prepare 'corpus/**/*.jsonl.zst' --text-field text --seq-len 8192 -o data/c\n"
+        "  mbtrain train recipes/cpu.yaml data.train=data/c/train data.val=data/c/val\n"
+        "  mbtrain status runs/cpu\n"
+        "  mbtrain eval runs/cpu data/c/val\n"
+        "  mbtrain COMMAND --help          # what each command does, its flags and examples",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mbtrain {version()}")
     parser.add_argument(
@@ -48,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The same flags after the command (`mbtrain train --verbose ...`); SUPPRESS keeps a flag
     # given before the command when it is not repeated after it.
     for command in sub.choices.values():
+        command.formatter_class = HelpFormatter
         command.add_argument(
             "--verbose",
             "-v",

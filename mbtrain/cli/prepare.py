@@ -30,26 +30,77 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
         "prepare",
         help="shard corpora into an MDS dataset of byte windows",
         description="Shard files, directories, globs, JSON Lines, Parquet and Arrow into an MDS "
-        "dataset with train/ and val/ splits. Exit code 0, or 3 if inputs were skipped.",
+        "dataset with train/ and val/ splits. Settings come from PrepareConfig's defaults, then "
+        "a --corpus file, then the flags given. Exit code 0, or 3 if inputs were skipped.",
+        epilog="examples:\n"
+        "  mbtrain prepare 'corpus/**/*.jsonl.zst' --text-field text --seq-len 8192 --out data/c\n"
+        "  mbtrain prepare --corpus data_prep/corpora/pystdlib.yaml --seq-len 1048576\n"
+        "  mbtrain prepare docs/ --out s3://bucket/docs --workers 2\n"
+        "  mbtrain prepare big/ --out data/big --workers 8 --slurm --worker-count 16 \\\n"
+        "      --cluster time=02:00:00 partition=cpu\n"
+        "  mbtrain prepare --out data/big --merge       # after independent --worker-index jobs",
     )
     add_prepare_arguments(p)
     p.set_defaults(func=run_prepare)
     return p
 
 
+def _default(value: object) -> str:
+    """A PrepareConfig default as help text: the flags' own default is None (not given), so
+    that a --corpus file's value is not overridden by a default nobody typed."""
+    return f"(default: {value}, or the --corpus file's)"
+
+
 def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
+    d = PrepareConfig()
     p.add_argument("inputs", nargs="*", help="files, directories or globs")
     p.add_argument("--corpus", help="corpus YAML with defaults (inputs, out, seq_len, ...)")
-    p.add_argument("--out", help="output directory or s3://bucket/prefix")
-    p.add_argument("--seq-len", type=int, help="bytes per sample window")
-    p.add_argument("--val-fraction", type=float, help="fraction of documents for val/")
-    p.add_argument("--val-docs", nargs="*", help="explicit validation document or file ids")
-    p.add_argument("--text-field", help="field of JSONL/Parquet/Arrow records holding the text")
-    p.add_argument("--format", choices=["auto", "raw", "jsonl", "parquet", "arrow"])
+    p.add_argument("--out", "-o", help="output directory or s3://bucket/prefix")
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        help=f"bytes per sample window; train windows of this length or shorter "
+        f"{_default(d.seq_len)}",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"fraction of documents for val/ {_default(d.val_fraction)}",
+    )
+    p.add_argument(
+        "--val-docs", nargs="*", help="explicit validation document or file ids (default: none)"
+    )
+    p.add_argument(
+        "--text-field",
+        help=f"field of JSONL/Parquet/Arrow records holding the text {_default(d.text_field)}",
+    )
+    p.add_argument(
+        "--format",
+        choices=["auto", "raw", "jsonl", "parquet", "arrow"],
+        help=f"input format; auto: by each file's suffix {_default(d.format)}",
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--pack", dest="pack", action="store_true", default=None, help="pack short docs")
-    g.add_argument("--pad", dest="pack", action="store_false", help="pad each doc's last window")
-    p.add_argument("--utf8-errors", choices=list(UTF8_POLICIES))
+    packing = "pack" if d.pack else "pad"
+    g.add_argument(
+        "--pack",
+        dest="pack",
+        action="store_true",
+        default=None,
+        help=f"pack short documents back to back into full windows {_default(packing)}",
+    )
+    g.add_argument(
+        "--pad",
+        dest="pack",
+        action="store_false",
+        default=None,
+        help="pad each document's last window alone instead",
+    )
+    p.add_argument(
+        "--utf8-errors",
+        choices=list(UTF8_POLICIES),
+        help=f"invalid UTF-8 in text fields: stop, drop the record or replace it "
+        f"{_default(d.utf8_errors)}",
+    )
     p.add_argument(
         "--no-decompress",
         dest="decompress",
@@ -57,14 +108,29 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="store raw .gz/.zst/.xz/.bz2 files compressed (default: decompress them)",
     )
-    p.add_argument("--workers", type=int, help="local worker processes")
-    p.add_argument("--worker-index", type=int, help="index of this job (e.g. SLURM_ARRAY_TASK_ID)")
-    p.add_argument("--worker-count", type=int, help="number of independent jobs")
+    p.add_argument("--workers", type=int, help=f"local worker processes {_default(d.workers)}")
+    p.add_argument(
+        "--worker-index",
+        type=int,
+        help=f"index of this job (e.g. SLURM_ARRAY_TASK_ID) {_default(d.worker_index)}",
+    )
+    p.add_argument(
+        "--worker-count", type=int, help=f"number of independent jobs {_default(d.worker_count)}"
+    )
     p.add_argument("--merge", action="store_true", help="only merge the finished parts of --out")
-    p.add_argument("--exclude", nargs="*", help="globs of files to leave out")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--local-dir", help="staging directory for s3:// outputs")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--exclude", nargs="*", help="globs of files to leave out (default: none)")
+    p.add_argument("--seed", type=int, help=f"salt of the hash that draws val/ {_default(d.seed)}")
+    p.add_argument(
+        "--local-dir",
+        help="staging directory for s3:// outputs (default: a temporary directory)",
+    )
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=None,
+        help="no progress display on stderr (default: a bar on a terminal, else a line every 10 s)",
+    )
     s = p.add_argument_group("Slurm (see mbtrain/cluster/prepare.py)")
     s.add_argument(
         "--slurm",
@@ -72,13 +138,18 @@ def add_prepare_arguments(p: argparse.ArgumentParser) -> None:
         help="submit instead of running here: an array of --worker-count tasks, then a merge "
         "job that starts once all of them succeeded (afterok)",
     )
-    s.add_argument("--slurm-dir", help="batch scripts, logs and jobs.jsonl [OUT.slurm]")
+    s.add_argument(
+        "--slurm-dir",
+        help="batch scripts, logs and jobs.jsonl (default: OUT.slurm beside a local OUT, "
+        "runs/prepare-NAME for s3:// outputs)",
+    )
     s.add_argument(
         "--cluster",
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="cluster.* settings of the jobs, e.g. time=02:00:00 partition=cpu cpus_per_task=8",
+        help="cluster.* settings of the jobs, e.g. time=02:00:00 partition=cpu cpus_per_task=8 "
+        "(default: ClusterConfig's, one CPU per local worker)",
     )
     s.add_argument("--dry-run", action="store_true", help="with --slurm: print the scripts only")
 

@@ -57,4 +57,4 @@ class Checks:
     def one_of(self, name: str, value: Any, choices: Iterable[Any]) -> bool:
         choices = tuple(choices)
         text = ", ".join(map(str, choices))
-        return self.require(value in choices, name, f"must be one of {text}; got {value!r}")
+        return self.require(value in choices, name, f"must be one of {text}, got {value!r}")

@@ -1,7 +1,9 @@
-"""Config of run monitoring (`logging.*`): metrics.jsonl is always written; wandb is optional."""
+"""Config of run monitoring (`logging.*`): metrics.jsonl and samples.jsonl are always written;
+wandb and TensorBoard are optional."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 from mbtrain.config.checks import Checks
@@ -17,6 +19,9 @@ class LoggingConfig:
     """wandb project."""
     entity: str = ""
     """wandb entity (team); empty: the default of the logged-in user."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files under <run_dir>/tensorboard/ (every metrics row's
+    numbers as scalars, evaluation samples as text, on the training-step axis)."""
     peak_flops: float = 0.0
     """Peak FLOP/s of one device for MFU; 0: measured (CPU) or looked up (known GPUs)."""
     progress_bar: bool = False
@@ -26,4 +31,10 @@ class LoggingConfig:
         c = Checks("logging")
         c.one_of("wandb", self.wandb, WANDB_MODES)
         c.at_least("peak_flops", self.peak_flops, 0)
+        # Found now, not at the first row of a run that waited hours in the queue.
+        c.require(
+            not self.tensorboard or importlib.util.find_spec("tensorboard") is not None,
+            "tensorboard",
+            "true needs the tensorboard package (pip install tensorboard), which is not installed",
+        )
         return c.errors

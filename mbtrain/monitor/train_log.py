@@ -1,4 +1,5 @@
-"""Where a training run's numbers go: metrics.jsonl (always), wandb (optional), the console.
+"""Where a training run's numbers go: metrics.jsonl (always), wandb and TensorBoard (optional),
+the console. Evaluation samples go to samples.jsonl (always), the console, wandb and TensorBoard.
 
 Rank 0 writes; every rank calls the same methods (the numbers are already reduced over the
 ranks). Each component decides its own timing: `record(step, ...)` takes every completed
@@ -19,6 +20,8 @@ import torch
 from mbtrain.monitor.config import LoggingConfig
 from mbtrain.monitor.console import format_train_line
 from mbtrain.monitor.metrics import MetricsWriter
+from mbtrain.monitor.samples import SampleWriter, format_sample, split_prompt
+from mbtrain.monitor.tensorboard_logger import TensorBoardLogger
 from mbtrain.monitor.wandb_logger import WandbLogger
 
 LN2 = math.log(2)
@@ -47,13 +50,17 @@ class TrainLog:
         flops_per_byte: float,
         total_peak: float,
         device: str,
+        sample_prompt: str = "",
     ) -> None:
         self.rank, self.total_steps, self.log_every = rank, total_steps, log_every
         self.flops_per_byte, self.total_peak, self.device = flops_per_byte, total_peak, device
-        self.metrics = self.wandb = None
+        self.sample_prompt = sample_prompt
+        self.metrics = self.wandb = self.tensorboard = self.samples = None
         if rank == 0:
             self.metrics = MetricsWriter(run_dir / "metrics.jsonl", resume_step)
+            self.samples = SampleWriter(run_dir / "samples.jsonl", resume_step)
             self.wandb = WandbLogger(cfg, run_dir, run_name, config, wandb_id)
+            self.tensorboard = TensorBoardLogger(cfg, run_dir, resume_step)
         self._window_time = self._window_bytes = 0.0
         self._recent: deque[float] = deque(maxlen=20)  # recent step times, for the ETA
         self.bar = None
@@ -103,12 +110,18 @@ class TrainLog:
             self.bar.update(1)
 
     def evaluation(self, row: dict) -> None:
-        """An evaluation row (`step`, `val_loss`, `val_bpb`, optionally `sample`)."""
-        sample = row.get("sample")
+        """An evaluation row (`step`, `val_loss`, `val_bpb`, optionally `sample`: the prompt
+        and the text generated after it)."""
+        text, step = row.get("sample"), row["step"]
         self._write({k: v for k, v in row.items() if k != "sample"})
-        self.say(f"step {row['step']}: val_bpb {row['val_bpb']:.4f}")
-        if sample is not None and self.wandb is not None:
-            self.wandb.log_sample(sample, row["step"])
+        self.say(f"step {step}: val_bpb {row['val_bpb']:.4f}")
+        if text is None or self.rank != 0:
+            return
+        sample = split_prompt(text, self.sample_prompt)
+        self.say(format_sample(step, sample, self.sample_prompt))
+        self.samples.write(step, sample, self.sample_prompt)
+        self.wandb.log_sample(text, step)
+        self.tensorboard.log_sample(sample, self.sample_prompt, step)
 
     def say(self, text: str) -> None:
         if self.bar is not None and self.rank == 0:
@@ -120,6 +133,7 @@ class TrainLog:
         if self.metrics is not None:
             self.metrics.write(row)
             self.wandb.log(row, row["step"])
+            self.tensorboard.log(row, row["step"])
 
     def close(self) -> None:
         if self.bar is not None:
@@ -127,5 +141,7 @@ class TrainLog:
             self.bar = None
         if self.metrics is not None:
             self.metrics.close()
+            self.samples.close()
             self.wandb.finish()
+            self.tensorboard.finish()
             self.metrics = None

@@ -59,6 +59,11 @@ class TrainConfig:
     """Bytes generated at each evaluation as a sample (0: none)."""
     sample_prompt: str = ""
     """Prompt for the evaluation sample (UTF-8 text)."""
+    seq_len_schedule: list[list[int]] = field(default_factory=list)
+    """Windows that grow during the run: `[[0, 512], [2000, 2048], [6000, 8192]]` trains
+    windows of 512 bytes from step 0, 2048 from step 2000, ...; each at most model.seq_len
+    (the model and its dataset are built for the longest), cut from the same prepared samples.
+    Empty: model.seq_len throughout."""
 
     def global_batch(self, data_parallel: int) -> int:
         """Sequences per optimizer step with `data_parallel` replicas."""
@@ -76,7 +81,32 @@ class TrainConfig:
         c.above("watchdog_factor", self.watchdog_factor, 1)
         c.at_least("watchdog_min_s", self.watchdog_min_s, 0)
         c.at_least("watchdog_exit_s", self.watchdog_exit_s, 0)
+        sched = self.seq_len_schedule
+        pairs_ok = all(isinstance(p, list) and len(p) == 2 for p in sched)
+        if c.require(
+            pairs_ok, "seq_len_schedule", f"must be a list of [step, seq_len] pairs, got {sched!r}"
+        ):
+            steps = [p[0] for p in sched]
+            c.require(
+                not sched or (steps[0] == 0 and steps == sorted(set(steps))),
+                "seq_len_schedule",
+                f"steps must start at 0 and increase, got {steps}",
+            )
+            c.require(
+                all(p[1] >= 1 for p in sched),
+                "seq_len_schedule",
+                f"window lengths must be >= 1, got {[p[1] for p in sched]}",
+            )
         return c.errors
+
+    def window_at(self, step: int, seq_len: int) -> int:
+        """The training window of optimizer step `step` (0-based): the schedule's last entry
+        at or before it, or `seq_len` (the model's) without a schedule."""
+        window = seq_len
+        for start, length in self.seq_len_schedule:
+            if start <= step:
+                window = length
+        return window
 
 
 @dataclass

@@ -46,7 +46,6 @@ class Trainer:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         self.run_ = setup_run(cfg)
-        self._batches = self.run_.train_loader.iter_forever()
 
     def run(self) -> TrainResult:
         r, total = self.run_, self.cfg.train.steps
@@ -99,10 +98,11 @@ class Trainer:
     def train_step(self) -> StepResult:
         """One optimizer step over `train.grad_accum` micro-batches."""
         r, tr = self.run_, self.cfg.train
+        batches = r.train_loader.batches(r.state.step)  # at the step's window
         if r.te.pipeline:
-            return pipeline_step.train_step(r.te, self._batches, tr.grad_accum, r.policy)
+            return pipeline_step.train_step(r.te, batches, tr.grad_accum, r.policy)
         return step.train_step(
-            r.te, self._batches, tr.grad_accum, r.policy, self.cfg.model.doc_mask, tr.precision
+            r.te, batches, tr.grad_accum, r.policy, self.cfg.model.doc_mask, tr.precision
         )
 
     def _stop_requested(self) -> bool:

@@ -56,9 +56,11 @@ def build_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if not param.requires_grad:
             continue
         (no_decay if _no_decay(name, param) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    # `decays` travels in the optimizer's state: a resume re-applies the config's weight decay
+    # to the group that has it (apply_hyperparameters).
+    groups = [{"params": decay, "weight_decay": weight_decay, "decays": True}]
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "decays": False})
     return groups
 
 
@@ -121,3 +123,29 @@ def apply_schedule(scheduler, cfg: OptimConfig) -> list[tuple[float, float]]:
         group["lr"] = base * fn(step)
     scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
     return changed
+
+
+def apply_hyperparameters(optimizer, cfg: OptimConfig) -> list[str]:
+    """After a resume: weight decay, betas and eps come from this run's config too (loading
+    the optimizer's state restored the checkpoint's param groups, which would otherwise keep
+    the old values without a word). The group without decay (norms, embeddings, pads; built
+    second) keeps 0. Returns one "optim.key old -> new" line per setting that changed."""
+    changed: dict[str, str] = {}
+    for i, group in enumerate(optimizer.param_groups):
+        wanted = {"betas": (cfg.betas[0], cfg.betas[1]), "eps": cfg.eps}
+        if group.get("decays", i == 0):
+            wanted["weight_decay"] = cfg.weight_decay
+        for key, new in wanted.items():
+            old = group.get(key)
+            if old is None:
+                continue
+            if (tuple(old) if key == "betas" else old) != new:
+                changed[key] = f"optim.{key} {_show(old)} -> {_show(new)}"
+            group[key] = new
+    return list(changed.values())
+
+
+def _show(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return f"{value:g}"

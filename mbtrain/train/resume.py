@@ -45,7 +45,7 @@ from mbtrain.model import ModelConfig
 from mbtrain.parallel import ParallelLayout
 from mbtrain.train.config import OptimConfig
 from mbtrain.train.engine import TrainEngine
-from mbtrain.train.optim import apply_schedule
+from mbtrain.train.optim import apply_hyperparameters, apply_schedule
 from mbtrain.train.rng import load_rng_state
 from mbtrain.train.state import TrainState
 
@@ -199,6 +199,8 @@ def load_resume(
     if te.engine.lr_scheduler is not None:
         for old, new in apply_schedule(te.engine.lr_scheduler, optim_cfg)[:1]:
             say(f"resume: peak lr {old:g} -> {new:g} (optim.lr)")
+    for line in apply_hyperparameters(te.engine.optimizer, optim_cfg):
+        say(f"resume: {line}")
     state.update_from(client.get("mbtrain", {}))
     load_rng_state(rank_state["rng"])
     if restart_data:

@@ -108,9 +108,34 @@ def check_layout(cfg: RunConfig, world_size: int) -> ParallelLayout:
                 f"train.micro_batch_size ({tr.micro_batch_size}) x train.grad_accum "
                 f"({tr.grad_accum}) x data-parallel size ({layout.data}) = {derived}{hint}"
             )
+    errors += _window_problems(cfg, layout)
     if errors:
         raise problems(f"invalid parallel layout for {world_size} processes", errors)
     return layout
+
+
+def _window_problems(cfg: RunConfig, layout: ParallelLayout) -> list[str]:
+    """Every scheduled window must be one the model and the layout can run: at most
+    model.seq_len, whole patches, and (context parallelism) positions the context ranks
+    share evenly; a pipeline passes fixed shapes between stages."""
+    sched, model = cfg.train.seq_len_schedule, cfg.model
+    if not sched:
+        return []
+    errors = []
+    if layout.pipeline_enabled:
+        errors.append("train.seq_len_schedule: not supported with parallel.pipeline (its stages "
+                      "pass fixed shapes); use tensor x context x data")  # fmt: skip
+    stride = model.patch_size if model.arch == "megabyte" else 1
+    pieces = (2 if layout.ring_enabled else 1) * layout.context
+    for step, length in sched:
+        if length > model.seq_len:
+            errors.append(f"train.seq_len_schedule: window {length} (step {step}) is longer "
+                          f"than model.seq_len ({model.seq_len}), the longest the run builds for")  # fmt: skip
+        elif length % (stride * pieces):
+            errors.append(f"train.seq_len_schedule: window {length} (step {step}) must be a "
+                          f"multiple of {stride * pieces} (patch size {stride} x {pieces} "
+                          "context pieces)")  # fmt: skip
+    return errors
 
 
 def with_absolute_paths(cfg: RunConfig, base: str | os.PathLike = ".") -> RunConfig:

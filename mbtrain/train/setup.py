@@ -38,6 +38,7 @@ from mbtrain.train.resume import load_resume
 from mbtrain.train.run_config import RunConfig, config_to_dict, save_config
 from mbtrain.train.signals import StopRequest
 from mbtrain.train.state import TrainState
+from mbtrain.train.windows import TrainStream
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Run:
     lock: RunDirLock | None
     te: TrainEngine
     policy: NonFinitePolicy
-    train_loader: Any
+    train_loader: TrainStream
     evaluator: Evaluator
     checkpointer: Checkpointer
     log: TrainLog
@@ -88,24 +89,32 @@ def publish_run_dir(cfg: RunConfig, pre: Preflight, rank: int) -> None:
         save_config(cfg, run_dir / "config.yaml")
 
 
-def build_loaders(cfg: RunConfig, te: TrainEngine) -> tuple[Any, Any]:
-    """(train, val) loaders of this rank's data-parallel replica (val None without data.val)."""
-    kw = dict(
-        seq_len=cfg.model.seq_len,
-        micro_batch_size=cfg.train.micro_batch_size,
-        dp_rank=te.dp_rank,
-        dp_size=te.layout.data,
-        seed=cfg.train.seed,
-        # Document masking needs every patch inside one document: lay documents out on
-        # patch boundaries (mbtrain.model.documents).
-        align=cfg.model.patch_size if cfg.model.doc_mask and cfg.model.arch == "megabyte" else 1,
-    )
-    train = build_loader(cfg.data, "train", **kw)
-    val = None
-    if cfg.data.val:
-        # A validation split smaller than one micro-batch still evaluates (a short last batch);
-        # a pipeline's stages pass fixed shapes, so it keeps full batches only.
-        val = build_loader(cfg.data, "val", drop_last=te.pipeline, **kw)
+def build_loaders(cfg: RunConfig, te: TrainEngine, step: int) -> tuple[TrainStream, Any]:
+    """(train stream, val loader) of this rank's data-parallel replica (val None without
+    data.val). The train stream starts at the window of `step` (`train.seq_len_schedule`);
+    validation always reads windows of model.seq_len, so its numbers compare along the run."""
+
+    def loader(split: str, seq_len: int, drop_last: bool = True) -> Any:
+        return build_loader(
+            cfg.data,
+            split,
+            seq_len=seq_len,
+            micro_batch_size=cfg.train.micro_batch_size,
+            dp_rank=te.dp_rank,
+            dp_size=te.layout.data,
+            seed=cfg.train.seed,
+            drop_last=drop_last,
+            # Document masking needs every patch inside one document: lay documents out on
+            # patch boundaries (mbtrain.model.documents).
+            align=cfg.model.patch_size
+            if cfg.model.doc_mask and cfg.model.arch == "megabyte"
+            else 1,
+        )
+
+    train = TrainStream(lambda window: loader("train", window), cfg.train, cfg.model.seq_len, step)
+    # A validation split smaller than one micro-batch still evaluates (a short last batch); a
+    # pipeline's stages pass fixed shapes, so it keeps full batches only.
+    val = loader("val", cfg.model.seq_len, drop_last=te.pipeline) if cfg.data.val else None
     return train, val
 
 
@@ -164,7 +173,8 @@ def _build(cfg, env, pre: Preflight, run_dir, stop, lock) -> Run:
     policy.check_gradients = pre.layout.pipeline_enabled and (
         pre.layout.zero_stage == 0 or cfg.train.precision == "bf16"
     )
-    train_loader, val_loader = build_loaders(cfg, te)
+    resume_step = int(pre.resume.info.get("step", 0)) if pre.resume is not None else 0
+    train_loader, val_loader = build_loaders(cfg, te, resume_step)
     watchdog = Watchdog(
         run_dir / "logs",
         env.rank,
@@ -188,6 +198,7 @@ def _build(cfg, env, pre: Preflight, run_dir, stop, lock) -> Run:
         env.rank, run_dir, cfg.logging, cfg.run.name, config_to_dict(cfg), state.step,
         state.wandb_id, cfg.train.steps, cfg.train.log_every,
         flops_per_byte(cfg.model, training=True), total_peak_flops(cfg, te), env.device,
+        sample_prompt=cfg.train.sample_prompt,
     )  # fmt: skip
     evaluator = Evaluator(te, cfg.train, val_loader, cfg.model.doc_mask, watchdog)
     watchdog.start()

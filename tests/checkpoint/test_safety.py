@@ -251,17 +251,21 @@ def test_a_file_outside_the_marker_list_is_never_opened(tiny_args, tmp_path):
 
 def test_non_finite_weights_are_never_published(tiny_args, tmp_path):
     """Finite settings that blow the weights up in one update (decoupled weight decay of
-    lr x wd = 1e60): the next save finds them non-finite on every rank, refuses, and names the
+    lr x wd = 1e59, which a resume must apply, not keep the checkpoint's): the next save finds them non-finite on every rank, refuses, and names the
     last complete checkpoint; `latest` never points at the diverged model."""
     run_dir = tmp_path / "run"
     args = [*tiny_args, f"run.dir={run_dir}", "train.steps=4", "checkpoint.every=2",
             "optim.warmup_steps=0"]  # fmt: skip
     run(1, [*args, "train.steps=2"], tmp_path / "good")
     log_dir = tmp_path / "diverged"
-    run(1, [*args, "optim.lr=1e30", "optim.weight_decay=1e30"], log_dir, expect=1)
+    # Step 3's forward is still finite; its update makes the weights infinite, and the run's
+    # final save (step 3) must find that out before anything is published.
+    run(1, [*args, "optim.lr=1e30", "optim.weight_decay=1e30", "train.steps=3"], log_dir,
+        expect=1)  # fmt: skip
     log = read_logs(log_dir)
-    assert "checkpoint of step 4 not written: the weights are not finite" in log, log
+    assert "resume: optim.weight_decay 0.1 -> 1e+30" in log, log
+    assert "checkpoint of step 3 not written: the weights are not finite" in log, log
     assert f"the last complete checkpoint is {run_dir / 'checkpoints' / tag_for_step(2)}" in log
     root = run_dir / "checkpoints"
     assert (root / LATEST).read_text().strip() == tag_for_step(2)
-    assert not (root / tag_for_step(4) / COMPLETE_MARKER).exists()
+    assert not (root / tag_for_step(3) / COMPLETE_MARKER).exists()

@@ -198,3 +198,20 @@ def test_submit_checks_the_data_first(tmp_path, tiny_args, tiny_dataset, data, e
         assert out.returncode == 1, out.stdout + out.stderr
         assert out.stderr.count("\n") == 1 and error in out.stderr, out.stderr
         assert not (tmp_path / "runs").exists() and not log.exists()
+
+
+def test_status_shows_the_last_sample(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 4, "loss": 4.0, "bpb": 5.7}\n')
+    rows = [{"step": 2, "sample": "old", "prompt": ""},
+            {"step": 4, "sample": "x = 1\n" * 50, "prompt": "def "}]  # fmt: skip
+    (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    status = run_status(run)
+    assert status["sample"] == rows[1]
+    line = next(ln for ln in format_status(status).splitlines() if "sample:" in ln)
+    assert line.startswith('  sample:     step 4: "def x = 1\\nx = 1\\n') and "chars)" in line
+    assert len(line) < 160  # a glance: samples.jsonl holds the whole text
+    (run / "samples.jsonl").unlink()
+    assert run_status(run)["sample"] is None
+    assert "sample:" not in format_status(run_status(run))

@@ -49,3 +49,65 @@ def test_other_ranks_write_nothing(tmp_path):
     log.record(1, 1.0, 1.0, None, 0.1, 0.1, 1, 1)
     log.close()
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_samples_go_to_samples_jsonl_and_the_console(tmp_path, caplog):
+    log = TrainLog(0, tmp_path, LoggingConfig(), "t", {}, 0, "x", 4, 2, 1.0, 1.0, "cpu",
+                   sample_prompt="def ")  # fmt: skip
+    with caplog.at_level("INFO", logger="mbtrain.monitor.train_log"):
+        log.evaluation(
+            {"step": 2, "val_loss": 0.7, "val_bpb": 1.0, "sample": "def f(x):\n\treturn"}
+        )
+        log.evaluation({"step": 4, "val_loss": 0.6, "val_bpb": 0.9, "sample": "def " + "y" * 500})
+    log.close()
+    rows = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert rows[0] == {"step": 2, "sample": "f(x):\n\treturn", "prompt": "def "}
+    assert rows[1]["step"] == 4 and rows[1]["sample"] == "y" * 500  # the file keeps all of it
+    lines = [r.getMessage() for r in caplog.records if "sample" in r.getMessage()]
+    # One line per sample: escaped, the prompt apart, long text cut with what was left out.
+    assert lines[0] == 'step 2: sample "def " -> "f(x):\\n\\treturn"'
+    assert all("\n" not in line for line in lines)
+    assert lines[1].endswith(f'"{"y" * 240}"... (+260 chars)')
+
+
+def test_a_resumed_run_drops_the_samples_after_its_checkpoint(tmp_path):
+    (tmp_path / "samples.jsonl").write_text(
+        "".join(json.dumps({"step": s, "sample": "a", "prompt": ""}) + "\n" for s in (2, 4, 6))
+    )
+    log = _log(tmp_path, resume_step=4, total=10)
+    log.close()  # no sample since the resume: the leftovers after step 4 are gone all the same
+    assert [r["step"] for r in read_metrics(tmp_path / "samples.jsonl")] == [2, 4]
+
+
+def test_no_samples_no_samples_file(tmp_path):
+    log = _log(tmp_path)
+    log.evaluation({"step": 5, "val_loss": 0.7, "val_bpb": 1.0})
+    log.close()
+    assert not (tmp_path / "samples.jsonl").exists()
+
+
+def test_one_line_escapes_controls_keeps_unicode():
+    from mbtrain.monitor.samples import one_line
+
+    assert one_line('é "q" \x1b[2J\\') == '"é \\"q\\" \\x1b[2J\\\\"'
+    assert one_line("abcdef", 3) == '"abc"... (+3 chars)'
+
+
+def test_tensorboard_setting_is_checked(monkeypatch):
+    import importlib.util
+
+    assert LoggingConfig(tensorboard=True).validate() == []
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    (problem,) = LoggingConfig(tensorboard=True).validate()
+    assert problem.startswith("logging.tensorboard:") and "pip install tensorboard" in problem
+    assert LoggingConfig(tensorboard=False).validate() == []
+
+
+def test_the_last_sample_is_found_however_long(tmp_path):
+    from mbtrain.monitor.samples import read_last_sample
+
+    path = tmp_path / "samples.jsonl"
+    assert read_last_sample(path) is None
+    rows = [{"step": s, "sample": c * 300_000, "prompt": ""} for s, c in ((2, "a"), (4, "b"))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "sam')  # torn
+    assert read_last_sample(path) == rows[1]
