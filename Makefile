@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mbtrain-installed
 export DS_ACCELERATOR ?= cpu
+# DeepSpeed's compiled ops live beside this environment: two checkouts (each with its own venv)
+# would otherwise rebuild each other's op in the shared ~/.cache on every switch.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 # DeepSpeed and streaming print a line per process on import; keep the console readable.
 export PYTHONWARNINGS ?= ignore::DeprecationWarning,ignore::FutureWarning,ignore::UserWarning
 

@@ -129,7 +129,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def run_job(context: int, seq_len: int, steps: int, tmp: Path, ring: int = 1) -> dict:
     result = tmp / f"cp{context}-ring{ring}-{seq_len}.json"
-    threads = 2 // context
+    threads = max(1, 2 // context)  # 4 processes on 2 cores: one thread each, oversubscribed
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={context}", str(Path(__file__).resolve()), "--worker",

@@ -116,11 +116,14 @@ def corpora_root() -> Path:
 
 
 def ensure_corpus(name: str) -> None:
-    """Fetch the corpus (pinned Debian packages) unless it is there."""
+    """Fetch the corpus (pinned Debian packages) unless it is there. A pin that Debian has
+    replaced meanwhile takes the current version (recorded in the corpus's SOURCE.md): the
+    benchmark needs a corpus of this kind, not that exact byte stream."""
     if (corpora_root() / name / ".complete").exists():
         return
     script = REPO / "data_prep" / "corpora" / "fetch_corpora.py"
-    subprocess.run([sys.executable, str(script), "--out", str(corpora_root()), name], check=True)
+    cmd = [sys.executable, str(script), "--out", str(corpora_root()), "--allow-newer", name]
+    subprocess.run(cmd, check=True)
 
 
 def ensure_dataset(corpus: str, seq_len: int) -> Path:
@@ -293,7 +296,8 @@ def _tag(corpus: str, candidate: str, minutes: float) -> str:
 
 
 def _write(results: list[dict], out: Path) -> None:
-    png = "bench_quality.png"
+    # results_quality.md -> bench_quality.png; another report (results_schedule.md) gets its own
+    png = "bench_quality.png" if out.stem == "results_quality" else f"bench_{out.stem[8:]}.png"
     plot(results, out.parent / png)
     out.write_text(report(results, png))
 

@@ -29,16 +29,19 @@ from pathlib import Path
 from benchmarks.bench_context import MODEL, REPO, run_job
 
 VARIANTS = [("CP=1", 1, 1), ("Ulysses CP=2", 2, 1), ("ring CP=2", 2, 2)]
+# Beyond the model's 2 heads, which stop Ulysses at CP=2: 4 processes on the 2 cores (one
+# thread each, oversubscribed: their bytes/s say little, their memory per rank is the point).
+FOUR = [("ring CP=4", 4, 4), ("Ulysses 2 x ring 2 CP=4", 4, 2)]
 
 
-def run(steps: int, sizes: list[int]) -> dict:
+def run(steps: int, sizes: list[int], four: list[int] | None = None) -> dict:
     rows = []
+    jobs = [(t, v) for t in sizes for v in VARIANTS] + [(t, v) for t in four or [] for v in FOUR]
     with tempfile.TemporaryDirectory() as tmp:
-        for seq_len in sizes:
-            for label, context, ring in VARIANTS:
-                r = run_job(context, seq_len, steps, Path(tmp), ring=ring)
-                rows.append({"variant": label, "seq_len": seq_len, **r})
-                print(f"{label} T={seq_len}: {r}", flush=True)
+        for seq_len, (label, context, ring) in jobs:
+            r = run_job(context, seq_len, steps, Path(tmp), ring=ring)
+            rows.append({"variant": label, "seq_len": seq_len, **r})
+            print(f"{label} T={seq_len}: {r}", flush=True)
     return {"rows": rows, "steps": steps, "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}"}
 
 
@@ -75,6 +78,7 @@ def report(res: dict, command: str) -> str:
         "| ring / CP=1 bytes/s | ring / Ulysses bytes/s |",
         "|---|---|---|---|---|---|",
     ]
+    four = [r for r in rows if r["variant"] in {v for v, _, _ in FOUR}]
     by = {(r["variant"], r["seq_len"]): r for r in rows}
     for t in sorted({r["seq_len"] for r in rows}):
         base, uly, ring = (by.get((v, t)) for v, _, _ in VARIANTS)
@@ -87,6 +91,18 @@ def report(res: dict, command: str) -> str:
             f"{ring['bytes_per_s'] / base['bytes_per_s']:.2f} | "
             f"{ring['bytes_per_s'] / uly['bytes_per_s']:.2f} |"
         )
+    if four:
+        lines += ["", "| T (bytes) | variant (4 processes) | memory / CP=1 | memory / ring CP=2 |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for r in four:
+            base, ring2 = by.get(("CP=1", r["seq_len"])), by.get(("ring CP=2", r["seq_len"]))
+            lines.append(
+                f"| {r['seq_len']:,} | {r['variant']} | "
+                + (f"{r['peak_rss'] / base['peak_rss']:.2f}" if base else "-")
+                + " | "
+                + (f"{r['peak_rss'] / ring2['peak_rss']:.2f}" if ring2 else "-")
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -94,13 +110,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--sizes", default="65536,262144,1048576")
+    ap.add_argument("--four", default="", help="sizes also run on 4 processes (ring 4, 2 x 2)")
+    ap.add_argument("--add", action="store_true", help="add these rows to the JSON's rows")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results_ring.md"))
     ap.add_argument("--json", default=str(REPO / "benchmarks" / "results_ring.json"))
     args = ap.parse_args()
-    res = run(args.steps, [int(t) for t in args.sizes.split(",")])
+    sizes = [int(t) for t in args.sizes.split(",") if t]
+    res = run(args.steps, sizes, [int(t) for t in args.four.split(",") if t])
     command = f".venv/bin/python -m benchmarks.bench_ring --steps {args.steps} --sizes {args.sizes}"
+    command += f" --four {args.four}" if args.four else ""
+    res["commands"] = [command]
+    if args.add and Path(args.json).exists():  # a second run's rows beside the first's
+        old = json.loads(Path(args.json).read_text())
+        new = {(r["variant"], r["seq_len"]) for r in res["rows"]}
+        kept = [r for r in old["rows"] if (r["variant"], r["seq_len"]) not in new]
+        res["rows"] = kept + res["rows"]
+        res["commands"] = [*old.get("commands", []), command]
+        res["date"] = f"{old['date']} and {res['date']}"
     Path(args.json).write_text(json.dumps(res, indent=1))
-    Path(args.out).write_text(report(res, command))
+    Path(args.out).write_text(report(res, "`, `".join(res["commands"])))
     print(f"wrote {args.out}")
 
 

@@ -304,6 +304,46 @@ def eval_lines(results: dict, errors: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _standalone(title: str, name: str, command: str) -> list[str]:
+    """A section copied from a benchmark's own report: its commands and its tables."""
+    lines = [f"## {title}", ""]
+    md = HERE / f"{name}.md"
+    if not md.exists():
+        return [*lines, f"not run yet: `{command}` writes {name}.md", ""]
+    body = md.read_text().splitlines()
+    keep = [ln for ln in body if ln.startswith(("|", "- command", "- date", "- plot", "- model"))]
+    return [*lines, f"From [{name}.md]({name}.md):", "", *_spaced(keep), ""]
+
+
+def _spaced(lines: list[str]) -> list[str]:
+    """A blank line wherever a table starts or ends (markdown needs it)."""
+    out: list[str] = []
+    for ln in lines:
+        if out and out[-1].startswith("|") != ln.startswith("|"):
+            out.append("")
+        out.append(ln)
+    return out
+
+
+def ring_lines(results: dict, errors: dict) -> list[str]:
+    """9. Ring vs Ulysses vs CP=1 (bench_ring, its own command)."""
+    return _standalone(
+        "9. Ring attention vs Ulysses vs no context parallelism (gloo, fp32)",
+        "results_ring",
+        ".venv/bin/python -m benchmarks.bench_ring",
+    )
+
+
+def schedule_lines(results: dict, errors: dict) -> list[str]:
+    """10. 512-byte vs long vs growing windows at the same wall clock (bench_quality)."""
+    return _standalone(
+        "10. Windows that grow: 512 vs long vs scheduled at the same wall clock",
+        "results_schedule",
+        ".venv/bin/python -m benchmarks.bench_quality --candidates cpu,t8k,grow8k "
+        "--out benchmarks/results_schedule.md --json benchmarks/results_schedule.json",
+    )
+
+
 SECTIONS = (
     model_lines,
     gen_lines,
@@ -314,7 +354,29 @@ SECTIONS = (
     context_lines,
     quality_lines,
     eval_lines,
+    ring_lines,
+    schedule_lines,
 )
+
+
+def rebuild(out: Path = HERE / "results.md") -> None:
+    """Re-render results.md from results.json and the standalone reports without running
+    anything: the header (command, date, machine of the last run_all) stays as it was."""
+    import json
+
+    results = json.loads((HERE / "results.json").read_text())
+    old = out.read_text().splitlines()
+    head = old[: next(i for i, ln in enumerate(old) if ln.startswith("## "))]
+    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    lines = [*head[:-1], f"- sections re-rendered from their saved results: {stamp}", ""]
+    for section in SECTIONS:
+        lines += section(results, results.get("errors", {}))
+    lines += ["## Targets", "", *targets(results)]
+    out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    rebuild()
 
 
 def report(results: dict, pngs: list[str], wall: float, quick: bool, argv: list[str]) -> str:

@@ -51,8 +51,9 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def long_dataset(tmp_path_factory) -> Path:
-    """A dataset prepared at 4,194,304 bytes (the longest recipe's window): what a dry run of
-    the long-context recipes checks against (`train --dry-run` checks the data too)."""
+    """A dataset prepared at 16,777,216 bytes (the longest recipe's window; the shorter ones
+    cut theirs from it): what a dry run of the long-context recipes checks against
+    (`train --dry-run` checks the data too)."""
     from mbtrain.data import PrepareConfig, prepare
 
     out = tmp_path_factory.mktemp("data") / "long"
@@ -61,7 +62,7 @@ def long_dataset(tmp_path_factory) -> Path:
         PrepareConfig(
             inputs=[f"{stdlib}/json/*.py", f"{stdlib}/email/*.py"],
             out=str(out),
-            seq_len=4 * 1024 * 1024,
+            seq_len=16 * 1024 * 1024,
             size_limit=64 * 1024 * 1024,
             val_fraction=0.2,
             progress=False,

@@ -39,10 +39,21 @@ def test_demo_runs_and_reports_whole_held_out_files(tmp_path):
     from mbtrain.data import iter_documents
 
     assert held_out == sum(len(body) for _, body in iter_documents(str(data / "val")))
-    for line in (
-        "MegaByte (this run, sliding windows)",
-        "gzip -9, each file on its own",
-        "all files as one stream",
-    ):
+    lines = ["MegaByte (this run, sliding windows)"]
+    for name in ("gzip -9", "bzip2 -9", "xz -9e"):  # every compressor, both ways
+        lines += [f"{name}, each file on its own", f"{name}, all files as one stream"]
+    for line in lines:
         assert re.search(re.escape(line) + r"\s+\d+\.\d{3}", out), line
     assert "the model is" in out and "a generated sample" in out
+
+
+def test_the_verdict_names_what_the_model_does_not_beat():
+    from mbtrain.demo import verdict
+
+    per_file = {"gzip -9": 2.2, "bzip2 -9": 1.751, "xz -9e": 1.735}
+    stream = {"gzip -9": 1.8, "bzip2 -9": 1.7, "xz -9e": 1.6}
+    said = verdict(1.814, per_file, stream)
+    assert said.startswith("below gzip -9 per file, NOT below bzip2 -9, xz -9e per file"), said
+    assert said.endswith("below none as one stream")
+    assert "below none of the compressors" in verdict(3.0, per_file, stream)
+    assert "NOT" not in verdict(1.5, per_file, stream)

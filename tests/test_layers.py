@@ -130,3 +130,14 @@ def test_mbtrain_layers_are_clean() -> None:
     violations = check(REPO / "mbtrain").violations
     listing = "\n".join(f"{v.file}:{v.line} {v.kind} {v.message}" for v in violations)
     assert violations == [], f"{len(violations)} layer violation(s):\n{listing}"
+
+
+def test_no_module_of_the_package_over_400_lines():
+    """Small, named modules (docs/architecture.md): a file past 400 lines is split by what it
+    does, not left to grow."""
+    long = {
+        str(p.relative_to(REPO)): n
+        for p in sorted((REPO / "mbtrain").rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert not long, long

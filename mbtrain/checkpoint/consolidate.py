@@ -27,10 +27,8 @@ import torch
 import yaml
 
 from mbtrain.checkpoint.export import (
-    check_weights_match,
     is_export_dir,
     load_exported,
-    load_weights,
     read_export_meta,
     strip_prefix,
     write_export,
@@ -48,6 +46,7 @@ from mbtrain.checkpoint.paths import (
 )
 from mbtrain.checkpoint.serialization import load_torch_file
 from mbtrain.checkpoint.shards import listed_names, read_full_checkpoint
+from mbtrain.checkpoint.weight_checks import check_weights_match, load_weights
 from mbtrain.errors import CheckpointError
 from mbtrain.model.config import ModelConfig
 from mbtrain.parallel.layout import ParallelLayout

@@ -98,12 +98,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parse_args`, except that a command's list of positionals may go on after its options
+    (`train RECIPE --dry-run --world-size 8 data.train=...`, `status RUN --json RUN2`):
+    argparse stops filling a `nargs="*"` positional at the first option and would refuse the
+    rest. Overrides must still be KEY=VALUE; an unknown option is still refused."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        dest = _trailing_list(parser, getattr(args, "command", None))
+        fits = dest is not None and all(
+            not a.startswith("-") and ("=" in a or dest != "overrides") for a in extra
+        )
+        if not fits:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, dest, [*(getattr(args, dest) or []), *extra])
+    return args
+
+
+def _trailing_list(parser: argparse.ArgumentParser, command: str | None) -> str | None:
+    """The `dest` of the command's `nargs="*"` positional, if it has one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            for a in action.choices[command]._actions:
+                if not a.option_strings and a.nargs in ("*", "+"):
+                    return a.dest
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from mbtrain.cli.logs import setup_logging
     from mbtrain.errors import MbtrainError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -35,7 +35,8 @@ Ring attention (`ring`: the ring size of context parallelism) adds `ring_buffers
 for the time of one attention's backward: the held keys and values and the pair in flight
 (2 + 2 units of N_G x W / TP in the compute dtype), their float32 gradients travelling with
 them and the pair in flight (2 + 2 in float32) and the float32 query gradient (1); with
-document masking, one additive mask of a chunk pair, B x c x c (c = K / 2 ring).
+document masking, one additive mask of a tile and its boolean, B x t x t x (dtype + 1) with
+t = min(c, mask_tile) (c = K / 2 ring; the ring cuts masked chunk pairs into tiles).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mbtrain.model.config import ModelConfig
+
+RING_MASK_TILE = 8192
+"""Largest tile (query and key positions) of a ring attention block that a document boundary
+crosses: its additive mask is RING_MASK_TILE^2 elements (128 MiB in bf16 per sequence),
+whatever the chunk (`mbtrain.parallel.ring` cuts masked blocks into such tiles)."""
 
 N_BYTES = 256
 
@@ -84,6 +90,7 @@ def activation_memory(
     tensor: int = 1,
     context: int = 1,
     ring: int = 1,
+    mask_tile: int = RING_MASK_TILE,
     split_local: bool = True,
     checkpointing: bool | None = None,
 ) -> ActivationMemory:
@@ -97,7 +104,7 @@ def activation_memory(
         rebuilt = per_block if ckpt else 0
         around = n * d * dtype_bytes
         transient = rebuilt + 3 * n * d * dtype_bytes
-        buffers = _ring_buffers(cfg, b, n, d, tensor, ring, dtype_bytes)
+        buffers = _ring_buffers(cfg, b, n, d, tensor, ring, dtype_bytes, mask_tile)
         return ActivationMemory(
             int(kept), 0, int(around), int(transient + _logits(cfg, b, context)), buffers
         )
@@ -119,12 +126,19 @@ def activation_memory(
     around = (2 * n_g * w + n_l * d_l) * dtype_bytes
     rebuilt = max(g_block if ckpt else 0, l_rebuilt)
     transient = rebuilt + 3 * max(n_g * w, n_l * d_l) * dtype_bytes + _logits(cfg, b, context)
-    buffers = _ring_buffers(cfg, b, n_g, w, tensor, ring, dtype_bytes)
+    buffers = _ring_buffers(cfg, b, n_g, w, tensor, ring, dtype_bytes, mask_tile)
     return ActivationMemory(int(g_kept), int(l_kept), int(around), int(transient), buffers)
 
 
 def _ring_buffers(
-    cfg: ModelConfig, b: int, n: int, width: int, tensor: int, ring: int, dtype_bytes: int
+    cfg: ModelConfig,
+    b: int,
+    n: int,
+    width: int,
+    tensor: int,
+    ring: int,
+    dtype_bytes: int,
+    mask_tile: int,
 ) -> int:
     """Ring attention's buffers during one attention's backward (see module docstring)."""
     if ring <= 1:
@@ -133,8 +147,8 @@ def _ring_buffers(
     buffers = 4 * units * dtype_bytes + 5 * units * 4
     if cfg.doc_mask:
         positions = cfg.seq_len // (cfg.patch_size if cfg.arch == "megabyte" else 1)
-        chunk = positions // (2 * ring)
-        buffers += b * chunk * chunk * dtype_bytes
+        tile = min(positions // (2 * ring), mask_tile)
+        buffers += b * tile * tile * (dtype_bytes + 1)
     return int(buffers)
 
 

@@ -17,9 +17,13 @@ all the attention kernel's backward needs per block (FlashAttention's decomposit
 key and value gradients travel with their blocks back to their owners.
 
 Document masking: every rank has the whole sequence's document ids, so each block's mask is
-computed locally; a block inside one document needs none (the usual case for long documents),
-a block across a boundary gets an additive mask of its c x c positions. Rows of a block with
-no allowed key get an LSE of -inf, so they weigh nothing in the merge.
+computed locally; a block inside one document needs none (the usual case for long documents).
+A block across a boundary is cut into tiles of at most `MASK_TILE` x `MASK_TILE` positions
+(c is 131,072 patches for 16 MiB on a ring of 4 inside Ulysses 4: one dense c x c mask would
+be 32 GiB), each merged by its LSE like a block: a tile wholly inside one document needs no
+mask, a tile with no allowed key is skipped, only the tiles that a boundary crosses get an
+additive mask. Rows of a tile with no allowed key get an LSE of -inf, so they weigh nothing
+in the merge.
 
 Kernels: on CPU `aten._scaled_dot_product_flash_attention_for_cpu` (and its backward), which
 return and take the LSE; on CUDA the memory-efficient kernel (fp32 and bf16, additive masks),
@@ -36,6 +40,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from mbtrain.model.memory import RING_MASK_TILE
+
+MASK_TILE = RING_MASK_TILE
+"""Largest tile of a block that a document boundary crosses (the estimate counts its mask)."""
+
 
 @dataclass(frozen=True)
 class RingPlan:
@@ -49,6 +58,8 @@ class RingPlan:
     """This rank's index in the ring."""
     segments: Tensor | None = None
     """(B, K) document id of every global position (whole sequence), or None."""
+    tile: int = MASK_TILE
+    """Tile size of blocks that need a document mask."""
 
     @property
     def size(self) -> int:
@@ -116,34 +127,59 @@ class _Block:
 
 
 def _blocks(plan: RingPlan, held: int, c: int, dtype: torch.dtype) -> list[_Block]:
-    """The (query chunk, key chunk) pairs to compute when holding ring rank `held`'s keys."""
+    """The (query, key) position ranges to compute when holding ring rank `held`'s keys:
+    whole chunk pairs, or the tiles of a pair that a document boundary crosses."""
     out = []
     for a, qi in enumerate(plan.chunks(plan.rank)):
         for b, ki in enumerate(plan.chunks(held)):
             if ki > qi:
                 continue  # a later chunk: causally invisible
             causal = ki == qi
-            bias = empty = None
-            if plan.segments is not None:
-                sq = plan.segments[:, qi * c : (qi + 1) * c]  # (B, c)
-                sk = plan.segments[:, ki * c : (ki + 1) * c]
-                allowed = sq[:, :, None] == sk[:, None, :]  # (B, c, c)
-                if causal:
-                    allowed = allowed & torch.ones(c, c, dtype=torch.bool, device=sq.device).tril()
-                if not bool(allowed.all() if not causal else _all_within(sq, sk)):
-                    bias = torch.zeros(allowed.shape, dtype=dtype, device=sq.device)
-                    bias = bias.masked_fill(~allowed, float("-inf"))[:, None]
-                    empty = ~allowed.any(-1)[:, None]
-                    causal = False  # the mask holds the causal part too
-            out.append(
-                _Block(slice(a * c, (a + 1) * c), slice(b * c, (b + 1) * c), causal, bias, empty)
-            )
+            if plan.segments is None:
+                out.append(_Block(slice(a * c, (a + 1) * c), slice(b * c, (b + 1) * c),
+                                  causal, None, None))  # fmt: skip
+                continue
+            sq = plan.segments[:, qi * c : (qi + 1) * c]  # (B, c)
+            sk = plan.segments[:, ki * c : (ki + 1) * c]
+            if _one_document(sq, sk):
+                out.append(_Block(slice(a * c, (a + 1) * c), slice(b * c, (b + 1) * c),
+                                  causal, None, None))  # fmt: skip
+                continue
+            tile = max(1, min(plan.tile, c))
+            for q0 in range(0, c, tile):
+                for k0 in range(0, c, tile):
+                    if causal and k0 > q0:
+                        continue  # tiles above the diagonal: later keys
+                    blk = _tile(sq, sk, q0, k0, tile, causal and k0 == q0, dtype)
+                    if blk is None:
+                        continue
+                    blk.q = slice(a * c + q0, a * c + min(q0 + tile, c))
+                    blk.kv = slice(b * c + k0, b * c + min(k0 + tile, c))
+                    out.append(blk)
     return out
 
 
-def _all_within(sq: Tensor, sk: Tensor) -> bool:
-    """A diagonal block inside one document: causal alone is the mask."""
-    return bool((sq == sq[:, :1]).all() and (sk == sq[:, :1]).all())
+def _tile(sq: Tensor, sk: Tensor, q0: int, k0: int, tile: int, diagonal: bool, dtype):
+    """One tile of a chunk pair: None when no query may see any key in it; else its causal
+    flag and, where a boundary crosses it, its additive mask and rows without keys."""
+    tq, tk = sq[:, q0 : q0 + tile], sk[:, k0 : k0 + tile]
+    if _one_document(tq, tk):
+        return _Block(slice(0), slice(0), diagonal, None, None)
+    allowed = tq[:, :, None] == tk[:, None, :]  # (B, tile, tile)
+    if diagonal:
+        allowed &= torch.ones(allowed.shape[1:], dtype=torch.bool, device=tq.device).tril()
+    if not bool(allowed.any()):
+        return None
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=tq.device)
+    bias = bias.masked_fill(~allowed, float("-inf"))[:, None]
+    # the mask holds the causal part too
+    return _Block(slice(0), slice(0), False, bias, ~allowed.any(-1)[:, None])
+
+
+def _one_document(sq: Tensor, sk: Tensor) -> bool:
+    """Every query and key position in the same document (per sequence): no mask needed."""
+    first = sq[:, :1]
+    return bool((sq == first).all() and (sk == first).all())
 
 
 def _merge(acc_out, acc_lse, out, lse):

@@ -92,3 +92,23 @@ def test_help_from_the_command_line():
     assert proc.returncode == 0, proc.stderr
     assert "examples:\n  mbtrain export runs/my-run --out exported/" in proc.stdout
     assert "--out DIR, -o DIR" in proc.stdout
+
+
+def test_overrides_may_follow_the_options(capsys):
+    """`train RECIPE --dry-run --world-size 8 data.train=...` (as the recipes' headers and the
+    README write it): the KEY=VALUE after the options are overrides, in the order typed; an
+    unknown option or a stray word is still refused."""
+    from mbtrain.cli.main import parse
+
+    parser = build_parser()
+    recipe = str(REPO / "recipes" / "tiny_cpu.yaml")
+    args = parse(parser, ["train", recipe, "a.b=1", "--dry-run", "--world-size", "8", "c.d=2"])
+    assert args.overrides == ["a.b=1", "c.d=2"] and args.dry_run and args.world_size == 8
+    for bad in (["--bogus"], ["stray"]):
+        with pytest.raises(SystemExit):
+            parse(parser, ["train", recipe, "--dry-run", *bad])
+        assert "unrecognized arguments" in capsys.readouterr().err
+    args = parse(parser, ["status", "runs/a", "--json", "runs/b"])
+    assert args.run_dirs == ["runs/a", "runs/b"] and args.json
+    with pytest.raises(SystemExit):  # a command without a list takes nothing after options
+        parse(parser, ["export", "runs/a", "--out", "x", "runs/b"])

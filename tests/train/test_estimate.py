@@ -45,20 +45,32 @@ def test_checkpointing_saves_activation_memory():
 
 
 @pytest.mark.parametrize(
-    "recipe, memory", [("long_context_1m.yaml", "80"), ("long_context_4m.yaml", "141")]
+    "recipe, world, memory",
+    [
+        ("long_context_1m.yaml", 8, "80"),
+        ("long_context_4m.yaml", 8, "141"),
+        ("long_context_16m.yaml", 32, "141"),
+    ],
 )
-def test_long_context_recipes_fit_by_the_dry_run(recipe, memory, long_dataset):
+def test_long_context_recipes_fit_by_the_dry_run(recipe, world, memory, long_dataset):
+    """Each long-context recipe's header command: the dry run accepts the layout, checks the
+    data and fits the memory (the 16M one: 4 nodes x 8, tensor 2 x Ulysses 4 x ring 4)."""
     data = [f"data.train={long_dataset}/train", f"data.val={long_dataset}/val"]
+    # the options first and the overrides after them, as the recipes' headers write it
     out = subprocess.run(
         [sys.executable, "-m", "mbtrain.cli.main", "train", str(REPO / "recipes" / recipe),
-         *data, "--dry-run", "--world-size", "8", "--device-memory", memory],
+         "--dry-run", "--world-size", str(world), "--device-memory", memory, *data],
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert f"fits in {float(memory):.2f} GiB" in out.stdout, out.stdout
     assert "parallel" in out.stdout and "step time:" in out.stdout
-    e, cfg = est(recipe, 8)
+    e, cfg = est(recipe, world)
     assert cfg.parallel.context > 1 and e.total < float(memory) * GIB
+    if cfg.model.seq_len == 16 * 2**20:
+        assert "(context: Ulysses 4 x ring 4)" in out.stdout
+        assert "ring attention buffers" in out.stdout
+        assert cfg.train.seq_len_schedule[-1][1] == cfg.model.seq_len
 
 
 def test_kept_host_memory_is_counted_on_cpu_only():
