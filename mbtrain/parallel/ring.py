@@ -170,10 +170,21 @@ def _tile(sq: Tensor, sk: Tensor, q0: int, k0: int, tile: int, diagonal: bool, d
         allowed &= torch.ones(allowed.shape[1:], dtype=torch.bool, device=tq.device).tril()
     if not bool(allowed.any()):
         return None
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=tq.device)
-    bias = bias.masked_fill(~allowed, float("-inf"))[:, None]
+    bias = _empty_bias(allowed.shape, dtype, tq.device)
+    bias.copy_(torch.zeros((), dtype=dtype, device=tq.device).masked_fill(~allowed, float("-inf")))
+    bias = bias[:, None]
     # the mask holds the causal part too
     return _Block(slice(0), slice(0), False, bias, ~allowed.any(-1)[:, None])
+
+
+def _empty_bias(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(B, q, k) storage for an additive mask. CUDA's memory-efficient kernel wants the key
+    axis's stride a multiple of 16 elements: a ragged tile gets a padded row, viewed to k (what
+    `F.scaled_dot_product_attention` does itself before calling that kernel)."""
+    if device.type != "cuda" or shape[-1] % 16 == 0:
+        return torch.empty(shape, dtype=dtype, device=device)
+    padded = -(-shape[-1] // 16) * 16
+    return torch.empty((*shape[:-1], padded), dtype=dtype, device=device)[..., : shape[-1]]
 
 
 def _one_document(sq: Tensor, sk: Tensor) -> bool:
