@@ -39,11 +39,13 @@ def prepare_corpus(out: Path, seq_len: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mbtrain.cli.logs import setup_logging
     from mbtrain.errors import MbtrainError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of recipes/demo.yaml")
     args = parser.parse_args(argv)
+    setup_logging()  # the trainer's step, eval and checkpoint lines, as `mbtrain train` shows
     try:
         return run(args.overrides)
     except MbtrainError as e:

@@ -45,6 +45,8 @@ def test_demo_runs_and_reports_whole_held_out_files(tmp_path):
     for line in lines:
         assert re.search(re.escape(line) + r"\s+\d+\.\d{3}", out), line
     assert "the model is" in out and "a generated sample" in out
+    # the trainer's own lines reach the console (they go through logging, to stderr)
+    assert re.search(r"\[mbtrain\] step 4/4 \| loss \d", p.stderr), p.stderr[-3000:]
 
 
 def test_the_verdict_names_what_the_model_does_not_beat():
