@@ -135,36 +135,34 @@ def _blocks(plan: RingPlan, held: int, c: int, dtype: torch.dtype) -> list[_Bloc
             if ki > qi:
                 continue  # a later chunk: causally invisible
             causal = ki == qi
-            if plan.segments is None:
-                out.append(_Block(slice(a * c, (a + 1) * c), slice(b * c, (b + 1) * c),
-                                  causal, None, None))  # fmt: skip
-                continue
-            sq = plan.segments[:, qi * c : (qi + 1) * c]  # (B, c)
-            sk = plan.segments[:, ki * c : (ki + 1) * c]
-            if _one_document(sq, sk):
-                out.append(_Block(slice(a * c, (a + 1) * c), slice(b * c, (b + 1) * c),
-                                  causal, None, None))  # fmt: skip
-                continue
-            tile = max(1, min(plan.tile, c))
+            sq = sk = None
+            if plan.segments is not None:
+                sq = plan.segments[:, qi * c : (qi + 1) * c]  # (B, c)
+                sk = plan.segments[:, ki * c : (ki + 1) * c]
+            whole = sq is None or _one_document(sq, sk)
+            tile = c if whole else max(1, min(plan.tile, c))
             for q0 in range(0, c, tile):
                 for k0 in range(0, c, tile):
                     if causal and k0 > q0:
                         continue  # tiles above the diagonal: later keys
-                    blk = _tile(sq, sk, q0, k0, tile, causal and k0 == q0, dtype)
-                    if blk is None:
+                    mask = _tile_mask(sq, sk, q0, k0, tile, causal and k0 == q0, dtype)
+                    if mask is None:
                         continue
-                    blk.q = slice(a * c + q0, a * c + min(q0 + tile, c))
-                    blk.kv = slice(b * c + k0, b * c + min(k0 + tile, c))
-                    out.append(blk)
+                    q = slice(a * c + q0, a * c + min(q0 + tile, c))
+                    kv = slice(b * c + k0, b * c + min(k0 + tile, c))
+                    out.append(_Block(q, kv, *mask))
     return out
 
 
-def _tile(sq: Tensor, sk: Tensor, q0: int, k0: int, tile: int, diagonal: bool, dtype):
-    """One tile of a chunk pair: None when no query may see any key in it; else its causal
-    flag and, where a boundary crosses it, its additive mask and rows without keys."""
+def _tile_mask(sq, sk, q0: int, k0: int, tile: int, diagonal: bool, dtype):
+    """(causal, additive mask, rows without keys) of one tile of a chunk pair, or None when no
+    query may see any key in it. Without document ids, or inside one document, causal on the
+    diagonal is the whole mask."""
+    if sq is None:
+        return diagonal, None, None
     tq, tk = sq[:, q0 : q0 + tile], sk[:, k0 : k0 + tile]
     if _one_document(tq, tk):
-        return _Block(slice(0), slice(0), diagonal, None, None)
+        return diagonal, None, None
     allowed = tq[:, :, None] == tk[:, None, :]  # (B, tile, tile)
     if diagonal:
         allowed &= torch.ones(allowed.shape[1:], dtype=torch.bool, device=tq.device).tril()
@@ -172,9 +170,8 @@ def _tile(sq: Tensor, sk: Tensor, q0: int, k0: int, tile: int, diagonal: bool, d
         return None
     bias = _empty_bias(allowed.shape, dtype, tq.device)
     bias.copy_(torch.zeros((), dtype=dtype, device=tq.device).masked_fill(~allowed, float("-inf")))
-    bias = bias[:, None]
     # the mask holds the causal part too
-    return _Block(slice(0), slice(0), False, bias, ~allowed.any(-1)[:, None])
+    return False, bias[:, None], ~allowed.any(-1)[:, None]
 
 
 def _empty_bias(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
